@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Build a guest kernel for the HotMem test bed, cached outside the checkout.
+#
+# usage: build-kernel.sh [--source DIR] [--patches DIR] [--config FRAGMENT]... [--debug]
+#
+#   --source DIR      kernel source tree (default: Debian's linux-source-6.12, unpacked
+#                     from /usr/src into the cache)
+#   --patches DIR     apply this patch series (kernel-patches/vX.Y) with kernel-patches/apply.sh
+#   --config FILE     an extra config fragment, merged after scripts/kernel/guest.config
+#   --debug           also merge scripts/kernel/debug.config (lockdep, KASAN, DEBUG_VM)
+#
+# The result is cached under $HOTMEM_CACHE (default ~/.cache/hotmem) keyed by the source's
+# identity, the patches, the fragments and this script; a hit costs nothing. Progress goes
+# to stderr; the last line on stdout is the build directory, holding arch/x86/boot/bzImage
+# and .config.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+project=$(dirname "$here")
+cache=${HOTMEM_CACHE:-$HOME/.cache/hotmem}
+debian_tarball=/usr/src/linux-source-6.12.tar.xz
+
+source_dir=
+patches=
+fragments=("$here/kernel/guest.config")
+debug=0
+
+die() { echo "build-kernel: $*" >&2; exit 1; }
+log() { echo "[build-kernel $(date +%T)] $*" >&2; }
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--source) source_dir=${2:?--source needs a directory}; shift 2 ;;
+	--patches) patches=${2:?--patches needs a directory}; shift 2 ;;
+	--config) fragments+=("${2:?--config needs a file}"); shift 2 ;;
+	--debug) debug=1; shift ;;
+	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument '$1' (see --help)" ;;
+	esac
+done
+[ "$debug" = 1 ] && fragments+=("$here/kernel/debug.config")
+for f in "${fragments[@]}"; do [ -r "$f" ] || die "config fragment '$f' not readable"; done
+if [ -n "$patches" ]; then
+	[ -d "$patches" ] || die "patch series '$patches' is not a directory"
+	patches=$(cd "$patches" && pwd)
+	ls "$patches"/*.patch >/dev/null 2>&1 || die "no *.patch in '$patches'"
+fi
+mkdir -p "$cache"
+
+# Identity of the source tree: the tarball's digest, the git commit plus any local change, or
+# (for a plain directory) every file's size and mtime.
+if [ -z "$source_dir" ]; then
+	[ -r "$debian_tarball" ] || die "$debian_tarball missing (apt-get install linux-source-6.12) and no --source given"
+	source_dir=$cache/src/linux-source-6.12
+	stamp=$source_dir/.hotmem-unpacked
+	if [ ! -f "$stamp" ]; then
+		log "unpacking $debian_tarball"
+		rm -rf "$source_dir" && mkdir -p "$cache/src"
+		tar -C "$cache/src" -xf "$debian_tarball"
+		sha256sum "$debian_tarball" | cut -d' ' -f1 >"$stamp"
+	fi
+	source_id="debian-tarball $(cat "$stamp")"
+else
+	[ -f "$source_dir/Makefile" ] && [ -d "$source_dir/mm" ] || die "'$source_dir' is not a kernel source tree"
+	source_dir=$(cd "$source_dir" && pwd)
+	if git -C "$source_dir" rev-parse --show-toplevel 2>/dev/null | grep -qx "$source_dir"; then
+		source_id="git $(git -C "$source_dir" rev-parse HEAD) $(git -C "$source_dir" diff HEAD | sha256sum | cut -c1-16)"
+	else
+		source_id="tree $(cd "$source_dir" && find . -type f -printf '%P %s %T@\n' | LC_ALL=C sort | sha256sum | cut -c1-16)"
+	fi
+fi
+kernelversion=$(make -s -C "$source_dir" kernelversion)
+
+key_inputs=$(
+	echo "source: $kernelversion $source_id"
+	[ -n "$patches" ] && for p in "$patches"/*.patch; do echo "patch: $(basename "$p") $(sha256sum <"$p" | cut -c1-16)"; done
+	for f in "${fragments[@]}"; do echo "fragment: $(basename "$f") $(sha256sum <"$f" | cut -c1-16)"; done
+	echo "script: $(sha256sum <"$0" | cut -c1-16)"
+)
+key=$(sha256sum <<<"$key_inputs" | cut -c1-16)
+build=$cache/kernels/$kernelversion-$key
+mkdir -p "$cache/kernels"
+
+exec 9>"$build.lock"
+flock 9
+if [ -f "$build/.hotmem-done" ]; then
+	log "cached: $build"
+	echo "$build"
+	exit 0
+fi
+
+rm -rf "$build" && mkdir -p "$build"
+printf '%s\n' "$key_inputs" >"$build/key-inputs.txt"
+tree=$source_dir
+if [ -n "$patches" ]; then
+	tree=$cache/trees/$kernelversion-$key
+	log "copying $source_dir to $tree and applying $(basename "$patches")"
+	rm -rf "$tree" && mkdir -p "$cache/trees"
+	cp -a "$source_dir" "$tree"
+	"$project/kernel-patches/apply.sh" "$patches" "$tree" >&2
+fi
+
+export CCACHE_DIR=${CCACHE_DIR:-$cache/ccache}
+export CCACHE_BASEDIR=$tree CCACHE_NOHASHDIR=1 CCACHE_COMPILERCHECK=content
+ccache -M 8G >/dev/null
+kmake() { make -C "$tree" O="$build" ARCH=x86_64 CC="ccache gcc" "$@"; }
+
+log "configuring $kernelversion: tinyconfig + ${fragments[*]##*/}"
+kmake tinyconfig >"$build/config.log" 2>&1 || { tail -20 "$build/config.log" >&2; die "tinyconfig failed"; }
+"$tree/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "${fragments[@]}" >>"$build/config.log" 2>&1 ||
+	{ tail -20 "$build/config.log" >&2; die "merge_config.sh failed"; }
+kmake olddefconfig >>"$build/config.log" 2>&1 || { tail -20 "$build/config.log" >&2; die "olddefconfig failed"; }
+"$here/kernel/check-config.sh" "$build/.config" "${fragments[@]}" >&2 ||
+	die "the final .config lacks options the fragments request (see above; a dependency is missing)"
+
+log "building bzImage with $(nproc) jobs (log: $build/build.log)"
+start=$(date +%s)
+kmake -j"$(nproc)" bzImage >"$build/build.log" 2>&1 &
+make_pid=$!
+while kill -0 "$make_pid" 2>/dev/null; do
+	sleep 30 & wait $! || true
+	kill -0 "$make_pid" 2>/dev/null && log "$(grep -c '^  CC ' "$build/build.log" || true) objects compiled, $(($(date +%s) - start)) s"
+done
+wait "$make_pid" || { tail -40 "$build/build.log" >&2; die "kernel build failed (log: $build/build.log)"; }
+elapsed=$(($(date +%s) - start))
+echo "$elapsed" >"$build/build-seconds"
+log "built $kernelversion in $elapsed s; ccache: $(ccache -s | grep -iE '^ *hits' | head -1 | tr -s ' ')"
+touch "$build/.hotmem-done"
+echo "$build"

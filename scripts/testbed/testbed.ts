@@ -1,0 +1,124 @@
+// The test bed in one call: a guest kernel built by scripts/build-kernel.sh, the initramfs,
+// and a booted VM whose guest server answers; plus readers of the guest's memory state.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { GuestClient } from './guest.js';
+import { buildInitramfs } from './initramfs.js';
+import { projectRoot } from './paths.js';
+import { Vm, type VmOptions } from './vm.js';
+
+export const GUEST_SERVER_PORT = 7070;
+
+export interface KernelOptions {
+  /** A patch series directory such as kernel-patches/v6.12. */
+  patches?: string;
+  /** Extra config fragments. */
+  configs?: string[];
+  debug?: boolean;
+  source?: string;
+}
+
+/** Builds (or finds in the cache) a guest kernel and resolves with the path of its bzImage. */
+export async function buildKernel(opts: KernelOptions = {}): Promise<string> {
+  const args = [
+    ...(opts.source ? ['--source', opts.source] : []),
+    ...(opts.patches ? ['--patches', opts.patches] : []),
+    ...(opts.configs ?? []).flatMap((c) => ['--config', c]),
+    ...(opts.debug ? ['--debug'] : []),
+  ];
+  const child = spawn(join(projectRoot(), 'scripts/build-kernel.sh'), args, {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  const status = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  if (status !== 0)
+    throw new Error(`scripts/build-kernel.sh ${args.join(' ')} failed (status ${status})`);
+  const dir = stdout.trim().split('\n').at(-1);
+  if (!dir) throw new Error('scripts/build-kernel.sh printed no build directory');
+  return join(dir, 'arch/x86/boot/bzImage');
+}
+
+export interface Guest {
+  vm: Vm;
+  guest: GuestClient;
+  /** Ends the guest server, waits for the guest to power off, tears QEMU down. */
+  stop(): Promise<void>;
+}
+
+/** Boots `kernel` with the guest server as /init's command and waits until it answers. */
+export async function bootGuest(
+  kernel: string,
+  opts: Partial<Omit<VmOptions, 'kernel' | 'initrd' | 'command'>> & {
+    extraFiles?: Record<string, string>;
+  } = {},
+): Promise<Guest> {
+  const initrd = await buildInitramfs({ extraFiles: opts.extraFiles });
+  const vm = await Vm.start({
+    kernel,
+    initrd,
+    command: [
+      '/usr/bin/node',
+      '/hotmem/scripts/testbed/guest/server.mjs',
+      String(GUEST_SERVER_PORT),
+    ],
+    guestPort: GUEST_SERVER_PORT,
+    readyMarker: 'HOTMEM_GUEST_READY',
+    bootTimeoutMs: 180_000,
+    ...opts,
+  });
+  const guest = new GuestClient(vm.hostPort as number);
+  try {
+    await guest.waitReady(60_000);
+  } catch (err) {
+    await vm.stop();
+    throw err;
+  }
+  return {
+    vm,
+    guest,
+    async stop() {
+      await guest.shutdown().catch(() => undefined);
+      await vm.stop(30_000);
+    },
+  };
+}
+
+/** /proc/meminfo or /proc/vmstat as numbers (meminfo values in bytes). */
+export function parseKeyValues(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(\S+?):?\s+(\d+)(\s+kB)?$/.exec(line.trim());
+    if (m?.[1] && m[2]) out[m[1]] = Number(m[2]) * (m[3] ? 1024 : 1);
+  }
+  return out;
+}
+
+export async function meminfo(guest: GuestClient): Promise<Record<string, number>> {
+  return parseKeyValues(await guest.read('/proc/meminfo'));
+}
+
+export async function vmstat(guest: GuestClient): Promise<Record<string, number>> {
+  return parseKeyValues(await guest.read('/proc/vmstat'));
+}
+
+/** Memory blocks by state, read straight from the guest's sysfs. */
+export async function blockStates(guest: GuestClient): Promise<Record<string, string>> {
+  const out = await guest.check([
+    '/bin/sh',
+    '-c',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
+    'for b in /sys/devices/system/memory/memory*; do echo "${b##*/} $(cat $b/state) $(cat $b/valid_zones)"; done',
+  ]);
+  const states: Record<string, string> = {};
+  for (const line of out.trim().split('\n')) {
+    const [name, state, ...zones] = line.split(' ');
+    if (name && state) states[name] = `${state} ${zones.join(' ')}`.trim();
+  }
+  return states;
+}

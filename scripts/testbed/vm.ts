@@ -1,0 +1,268 @@
+// Boots a guest under QEMU with a virtio-mem device, a QMP socket and a forwarded port for the
+// host <-> guest channel; captures the console to a file; always tears the VM down.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { accessSync, constants, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { QmpClient, VirtioMemDevice } from '../../lib/vmm/qemu.js';
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+export interface VmOptions {
+  kernel: string;
+  initrd: string;
+  /** Command the guest's /init runs (after "--" on the kernel command line). */
+  command: string[];
+  cpus?: number;
+  bootMemory?: number;
+  /** The virtio-mem region: the most that can be hot-plugged. */
+  hotplugRegion?: number;
+  /** virtio-mem device block size. */
+  hotplugBlockSize?: number;
+  /** Extra kernel command line parameters. */
+  append?: string[];
+  /** Guest TCP port forwarded to a free port on the host's 127.0.0.1. */
+  guestPort?: number;
+  /** Deadline for the console to show `readyMarker`. */
+  bootTimeoutMs?: number;
+  readyMarker?: string;
+  log?: (line: string) => void;
+}
+
+export class VmError extends Error {
+  override readonly name = 'VmError';
+  constructor(
+    message: string,
+    readonly consoleLog: string,
+  ) {
+    super(
+      `${message}\n--- guest console (last 60 lines) ---\n${consoleLog.split('\n').slice(-60).join('\n')}`,
+    );
+  }
+}
+
+/** KVM when /dev/kvm can be opened, TCG (software emulation) otherwise. */
+export function accelerator(): 'kvm' | 'tcg' {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    return 'kvm';
+  } catch {
+    return 'tcg';
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+const running = new Set<ChildProcess>();
+// A test run interrupted by Ctrl-C or a crash must not leave a guest behind.
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+export class Vm {
+  readonly consolePath: string;
+  private console = '';
+  private exitStatus: number | undefined;
+  private readonly exited: Promise<number | null>;
+  private waiters: { marker: string | RegExp; resolve: (m: RegExpMatchArray | string) => void }[] =
+    [];
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly dir: string,
+    readonly qmp: QmpClient,
+    readonly virtioMem: VirtioMemDevice,
+    readonly hostPort: number | undefined,
+    readonly accel: 'kvm' | 'tcg',
+  ) {
+    this.consolePath = join(dir, 'console.log');
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  }
+
+  static async start(opts: VmOptions): Promise<Vm> {
+    const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
+    const accel = accelerator();
+    const boot = opts.bootMemory ?? GiB;
+    const region = opts.hotplugRegion ?? 4 * GiB;
+    const hostPort = opts.guestPort ? await freePort() : undefined;
+    const append = [
+      'console=ttyS0',
+      'panic=-1',
+      'oops=panic',
+      'printk.devkmsg=on',
+      ...(opts.append ?? []),
+      '--',
+      ...opts.command,
+    ];
+    const args = [
+      '-machine',
+      'q35',
+      '-accel',
+      accel,
+      '-cpu',
+      accel === 'kvm' ? 'host' : 'max',
+      '-smp',
+      String(opts.cpus ?? 2),
+      '-m',
+      `${boot / MiB}M,maxmem=${(boot + region) / MiB}M`,
+      '-object',
+      `memory-backend-ram,id=vmem0,size=${region / MiB}M`,
+      '-device',
+      `virtio-mem-pci,id=vm0,memdev=vmem0,block-size=${(opts.hotplugBlockSize ?? 2 * MiB) / MiB}M,requested-size=0`,
+      '-kernel',
+      opts.kernel,
+      '-initrd',
+      opts.initrd,
+      '-append',
+      append.join(' '),
+      '-display',
+      'none',
+      '-monitor',
+      'none',
+      '-serial',
+      'stdio',
+      '-no-reboot',
+      '-qmp',
+      `unix:${join(dir, 'qmp.sock')},server=on,wait=off`,
+      ...(hostPort
+        ? [
+            '-netdev',
+            `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${hostPort}-:${opts.guestPort}`,
+            '-device',
+            'virtio-net-pci,netdev=net0',
+          ]
+        : ['-nic', 'none']),
+    ];
+    const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(child);
+    child.on('exit', () => running.delete(child));
+    let vm: Vm | undefined;
+    const pending: string[] = [];
+    const consoleFile = createWriteStream(join(dir, 'console.log'));
+    const onOutput = (chunk: Buffer) => {
+      consoleFile.write(chunk);
+      if (vm) vm.onConsole(chunk.toString());
+      else pending.push(chunk.toString());
+    };
+    child.stdout?.on('data', onOutput);
+    child.stderr?.on('data', onOutput);
+    const spawnError = new Promise<never>((_, reject) => child.on('error', reject));
+    try {
+      const qmp = await Promise.race([
+        QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 30_000 }),
+        spawnError,
+      ]);
+      vm = new Vm(child, dir, qmp, new VirtioMemDevice(qmp, 'vm0'), hostPort, accel);
+      for (const p of pending) vm.onConsole(p);
+      opts.log?.(`qemu ${accel} started: console ${vm.consolePath}`);
+      await vm.waitForConsole(
+        opts.readyMarker ?? 'HOTMEM_GUEST_BOOTED',
+        opts.bootTimeoutMs ?? 120_000,
+      );
+      return vm;
+    } catch (err) {
+      const log = vm?.console ?? pending.join('');
+      if (vm) await vm.stop();
+      else child.kill('SIGKILL');
+      throw err instanceof VmError
+        ? err
+        : new VmError(`guest did not boot: ${(err as Error).message}`, log);
+    }
+  }
+
+  private onConsole(text: string): void {
+    this.console += text;
+    const m = /HOTMEM_GUEST_EXIT=(\d+)/.exec(this.console);
+    if (m) this.exitStatus = Number(m[1]);
+    this.waiters = this.waiters.filter((w) => {
+      const found =
+        typeof w.marker === 'string'
+          ? this.console.includes(w.marker) && w.marker
+          : this.console.match(w.marker);
+      if (found) w.resolve(found);
+      return !found;
+    });
+  }
+
+  /** Everything the guest printed so far. */
+  get consoleLog(): string {
+    return this.console;
+  }
+
+  /** The status /init reported for its command, once it has finished. */
+  get guestExitStatus(): number | undefined {
+    return this.exitStatus;
+  }
+
+  /** Waits until the console shows `marker`; fails when the deadline passes or QEMU exits. */
+  async waitForConsole(
+    marker: string | RegExp,
+    timeoutMs: number,
+  ): Promise<RegExpMatchArray | string> {
+    let timer: NodeJS.Timeout | undefined;
+    const found = new Promise<RegExpMatchArray | string>((resolve) => {
+      this.waiters.push({ marker, resolve });
+      this.onConsole('');
+    });
+    const failure = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new VmError(`console did not show ${marker} within ${timeoutMs} ms`, this.console),
+          ),
+        timeoutMs,
+      );
+      this.exited.then((code) =>
+        reject(
+          new VmError(
+            `QEMU exited (status ${code}) before the console showed ${marker}`,
+            this.console,
+          ),
+        ),
+      );
+    });
+    try {
+      return await Promise.race([found, failure]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Kernel warnings, oopses and lockdep/KASAN reports seen on the console. */
+  kernelProblems(): string[] {
+    return this.console
+      .split('\n')
+      .filter((l) =>
+        /(WARNING:|BUG:|Oops|Kernel panic|KASAN|possible circular locking|INFO: task .* blocked)/.test(
+          l,
+        ),
+      );
+  }
+
+  /**
+   * Waits for QEMU to exit by itself (the guest's command finished), up to timeoutMs; then
+   * asks QMP to quit; then kills it. Always removes the VM's temporary directory.
+   */
+  async stop(timeoutMs = 0): Promise<void> {
+    const deadline = (ms: number) =>
+      new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
+    if (this.child.exitCode === null && timeoutMs > 0)
+      await Promise.race([this.exited, deadline(timeoutMs)]);
+    if (this.child.exitCode === null) {
+      await this.qmp.execute('quit', undefined, { timeoutMs: 2000 }).catch(() => undefined);
+      if ((await Promise.race([this.exited, deadline(5000)])) === 'timeout')
+        this.child.kill('SIGKILL');
+      await this.exited;
+    }
+    this.qmp.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
