@@ -1,0 +1,461 @@
+/**
+ * One function instance: a command started in its own cgroup and, when HotMem is available,
+ * bound to its partition before its first instruction.
+ *
+ * Binding happens in the launcher (hotmem-exec): it joins the cgroup, binds itself to the
+ * partition, then execs the command, so every page the command touches comes from the
+ * partition. Without a launcher (stock kernel, unit tests) the command is spawned directly and
+ * moved into its cgroup right after spawn: that is the documented *unbound* mode, with no
+ * partition and a short window in which the process runs outside its cgroup.
+ *
+ * Everything an instance acquires is registered on its CleanupStack as it is acquired, and the
+ * stack is unwound on every way out: spawn failure, exit, stop, agent shutdown.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { type CgroupTree, type InstanceCgroup, isErrno } from '../cgroup.js';
+import { CleanupStack } from './cleanup-stack.js';
+import { DEFAULT_OUTPUT_BYTES, OutputRing } from './output-ring.js';
+
+export const DEFAULT_STOP_GRACE_MS = 5_000;
+/** How often an adopted process (not our child, so no exit notification) is checked. */
+const ADOPTED_POLL_MS = 200;
+/** How long stragglers left in the cgroup after the main process exits get to die. */
+const STRAGGLER_WAIT_MS = 2_000;
+const OUTPUT_DRAIN_MS = 1_000;
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface Launcher {
+  /** The hotmem-exec executable. */
+  path: string;
+  /** The HotMem character device; the launcher's default when absent. */
+  device?: string;
+  /** How long the launcher waits for the partition to be populated. */
+  waitMs?: number;
+}
+
+/** The pidfd calls of the native binding; without them processes are signalled by pid. */
+export interface Pidfds {
+  pidfdOpen(pid: number): number;
+  pidfdSendSignal(fd: number, signal: number): void;
+}
+
+export interface InstanceEnvironment {
+  cgroups: CgroupTree;
+  /** null: spawn the command directly (unbound mode; the spec's partition must be null). */
+  launcher: Launcher | null;
+  pidfds: Pidfds | null;
+  logger: Logger;
+  /** Bytes of stdout and of stderr kept per instance. */
+  outputBytes?: number;
+}
+
+export interface InstanceSpec {
+  id: string;
+  command: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  memoryBytes: number;
+  cpuWeight?: number;
+  /** null: unbound mode. */
+  partition: number | null;
+}
+
+export type InstanceState = 'running' | 'stopping' | 'exited';
+
+export interface InstanceExit {
+  /** null when killed by a signal, or when an adopted process vanished (code unknowable). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  exitedAt: string;
+  /** 'stopped': stop() was asked; 'lost': adopted and gone, status unknown. */
+  reason: 'exited' | 'stopped' | 'lost';
+}
+
+export interface InstanceSummary {
+  id: string;
+  pid: number;
+  partition: number | null;
+  command: string[];
+  memoryBytes: number;
+  cpuWeight: number | null;
+  state: InstanceState;
+  startedAt: string;
+  adopted: boolean;
+  exit: InstanceExit | null;
+}
+
+export interface AdoptSpec {
+  id: string;
+  pid: number;
+  command: string[];
+  memoryBytes: number;
+  cpuWeight?: number;
+  partition: number | null;
+  startedAt?: string;
+}
+
+/** The command could not be started at all; nothing of it is left behind. */
+export class SpawnError extends Error {
+  readonly code: string | undefined;
+  constructor(command: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+    super(`cannot start '${command}': ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
+    this.name = 'SpawnError';
+    this.code = code;
+  }
+}
+
+export class Instance {
+  readonly id: string;
+  readonly pid: number;
+  readonly partition: number | null;
+  readonly command: string[];
+  readonly memoryBytes: number;
+  readonly cpuWeight: number | null;
+  readonly startedAt: string;
+  readonly adopted: boolean;
+  readonly stdout: OutputRing | null;
+  readonly stderr: OutputRing | null;
+  /** Settles once the main process is gone and the cleanup stack has been unwound. */
+  readonly exited: Promise<InstanceExit>;
+
+  private stateValue: InstanceState = 'running';
+  /** Settles when the child's stdout and stderr are closed (immediately for adopted ones). */
+  private outputClosed: Promise<unknown> = Promise.resolve();
+  private exitValue: InstanceExit | null = null;
+  private stopRequested = false;
+  private resolveExited!: (exit: InstanceExit) => void;
+  private readonly exitListeners: Array<(exit: InstanceExit) => void> = [];
+
+  private constructor(
+    init: {
+      spec: Omit<InstanceSpec, 'env' | 'cwd'>;
+      pid: number;
+      startedAt: string;
+      adopted: boolean;
+      output: { stdout: OutputRing; stderr: OutputRing } | null;
+    },
+    private readonly cgroup: InstanceCgroup,
+    private readonly pidfd: number | null,
+    private readonly cleanup: CleanupStack,
+    private readonly env: InstanceEnvironment,
+  ) {
+    this.id = init.spec.id;
+    this.pid = init.pid;
+    this.partition = init.spec.partition;
+    this.command = init.spec.command;
+    this.memoryBytes = init.spec.memoryBytes;
+    this.cpuWeight = init.spec.cpuWeight ?? null;
+    this.startedAt = init.startedAt;
+    this.adopted = init.adopted;
+    this.stdout = init.output?.stdout ?? null;
+    this.stderr = init.output?.stderr ?? null;
+    this.exited = new Promise((resolve) => {
+      this.resolveExited = resolve;
+    });
+  }
+
+  /**
+   * Creates the cgroup, spawns the command (through the launcher when there is one) and resolves
+   * once the process exists. `cleanup` may already hold the caller's steps (e.g. giving the
+   * partition back); they run last. On failure the whole stack is unwound before the rejection.
+   */
+  static async start(
+    spec: InstanceSpec,
+    env: InstanceEnvironment,
+    cleanup: CleanupStack = new CleanupStack(),
+  ): Promise<Instance> {
+    const logger = env.logger.child({ instance: spec.id });
+    try {
+      if (spec.command.length === 0)
+        throw new RangeError('command: at least the program is needed');
+      if (env.launcher === null && spec.partition !== null) {
+        throw new Error(
+          `partition ${spec.partition} requested but no launcher is available to bind it`,
+        );
+      }
+      const cgroup = await env.cgroups.create(spec.id, {
+        memoryMax: spec.memoryBytes,
+        ...(spec.cpuWeight !== undefined && { cpuWeight: spec.cpuWeight }),
+      });
+      cleanup.push('remove cgroup', () => cgroup.remove());
+
+      const [file, ...args] = launchArgv(spec, env.launcher, cgroup.path);
+      const child = spawn(file as string, args, {
+        cwd: spec.cwd,
+        env: { PATH: process.env.PATH ?? DEFAULT_PATH, ...spec.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        // Its own session: a signal to the agent's process group does not reach instances, the
+        // agent stops them itself, in order.
+        detached: true,
+      });
+      const pid = await spawned(child, spec.command[0] as string);
+
+      const pidfd = env.pidfds ? env.pidfds.pidfdOpen(pid) : null;
+      if (pidfd !== null) cleanup.push('close pidfd', () => closeSync(pidfd));
+      if (env.launcher === null) await cgroup.addProcess(pid);
+
+      const bytes = env.outputBytes ?? DEFAULT_OUTPUT_BYTES;
+      const output = {
+        stdout: new OutputRing(bytes, (line) => logger.info({ stream: 'stdout' }, line)),
+        stderr: new OutputRing(bytes, (line) => logger.info({ stream: 'stderr' }, line)),
+      };
+      const instance = new Instance(
+        { spec, pid, startedAt: new Date().toISOString(), adopted: false, output },
+        cgroup,
+        pidfd,
+        cleanup,
+        { ...env, logger },
+      );
+      instance.attachChild(child, output);
+      logger.info({ pid, partition: spec.partition, command: spec.command }, 'instance started');
+      return instance;
+    } catch (error) {
+      await cleanup.unwind(logger);
+      throw error;
+    }
+  }
+
+  /**
+   * Takes over an instance a previous agent started: its cgroup is still there and `pid` was
+   * read from its cgroup.procs. It is not our child, so its exit is noticed by polling its
+   * pidfd (or pid) and its exit status cannot be known.
+   */
+  static adopt(
+    spec: AdoptSpec,
+    env: InstanceEnvironment,
+    cleanup: CleanupStack = new CleanupStack(),
+  ): Instance {
+    const logger = env.logger.child({ instance: spec.id });
+    const cgroup = env.cgroups.open(spec.id);
+    cleanup.push('remove cgroup', () => cgroup.remove());
+    let pidfd: number | null = null;
+    if (env.pidfds) {
+      try {
+        pidfd = env.pidfds.pidfdOpen(spec.pid);
+      } catch (error) {
+        if (!isErrno(error, 'ESRCH')) throw error;
+      }
+    }
+    const fd = pidfd;
+    if (fd !== null) cleanup.push('close pidfd', () => closeSync(fd));
+    const instance = new Instance(
+      {
+        spec,
+        pid: spec.pid,
+        startedAt: spec.startedAt ?? new Date().toISOString(),
+        adopted: true,
+        output: null,
+      },
+      cgroup,
+      pidfd,
+      cleanup,
+      { ...env, logger },
+    );
+    instance.watchAdopted(env.pidfds !== null && pidfd === null);
+    logger.info({ pid: spec.pid, partition: spec.partition }, 'instance adopted');
+    return instance;
+  }
+
+  get state(): InstanceState {
+    return this.stateValue;
+  }
+
+  get exit(): InstanceExit | null {
+    return this.exitValue;
+  }
+
+  onExit(listener: (exit: InstanceExit) => void): void {
+    this.exitListeners.push(listener);
+  }
+
+  /**
+   * SIGTERM, then after graceMs SIGKILL to the whole cgroup (cgroup.kill, or the main process
+   * when cgroup.kill is unavailable). Resolves with the exit once cleanup is done.
+   */
+  async stop(graceMs: number = DEFAULT_STOP_GRACE_MS): Promise<InstanceExit> {
+    if (this.stateValue !== 'exited') {
+      this.stopRequested = true;
+      this.stateValue = 'stopping';
+      this.env.logger.info({ graceMs }, 'stopping instance');
+      this.signal(osConstants.signals.SIGTERM);
+      const timer = sleep(graceMs, 'timeout' as const, { ref: false });
+      if ((await Promise.race([this.exited, timer])) === 'timeout') {
+        this.env.logger.warn({ graceMs }, 'instance ignored SIGTERM, killing it');
+        await this.killAll();
+      }
+    }
+    return this.exited;
+  }
+
+  summary(): InstanceSummary {
+    return {
+      id: this.id,
+      pid: this.pid,
+      partition: this.partition,
+      command: this.command,
+      memoryBytes: this.memoryBytes,
+      cpuWeight: this.cpuWeight,
+      state: this.stateValue,
+      startedAt: this.startedAt,
+      adopted: this.adopted,
+      exit: this.exitValue,
+    };
+  }
+
+  private attachChild(child: ChildProcess, output: { stdout: OutputRing; stderr: OutputRing }) {
+    child.stdout?.on('data', (chunk: Buffer) => output.stdout.write(chunk));
+    child.stdout?.on('end', () => output.stdout.end());
+    child.stderr?.on('data', (chunk: Buffer) => output.stderr.write(chunk));
+    child.stderr?.on('end', () => output.stderr.end());
+    const closed = (stream: NodeJS.ReadableStream | null) =>
+      stream ? new Promise((resolve) => stream.once('close', resolve)) : Promise.resolve();
+    this.outputClosed = Promise.all([closed(child.stdout), closed(child.stderr)]);
+    child.once('exit', (code, signal) => {
+      void this.finish({ code, signal });
+    });
+  }
+
+  private watchAdopted(alreadyGone: boolean): void {
+    if (alreadyGone || !this.isAlive()) {
+      void this.finish({ code: null, signal: null });
+      return;
+    }
+    const timer = setInterval(() => {
+      if (this.isAlive()) return;
+      clearInterval(timer);
+      void this.finish({ code: null, signal: null });
+    }, ADOPTED_POLL_MS);
+    timer.unref();
+    this.cleanup.push('stop watching', () => clearInterval(timer));
+  }
+
+  private isAlive(): boolean {
+    try {
+      this.signal(0);
+      return true;
+    } catch (error) {
+      if (isErrno(error, 'ESRCH')) return false;
+      throw error;
+    }
+  }
+
+  /** Through the pidfd when there is one: a recycled pid can never be hit. */
+  private signal(signal: number): void {
+    if (this.pidfd !== null && this.env.pidfds) {
+      this.env.pidfds.pidfdSendSignal(this.pidfd, signal);
+    } else {
+      process.kill(this.pid, signal);
+    }
+  }
+
+  private trySignal(signal: number): void {
+    try {
+      this.signal(signal);
+    } catch (error) {
+      if (!isErrno(error, 'ESRCH')) throw error;
+    }
+  }
+
+  private async killAll(): Promise<void> {
+    if (!(await this.cgroup.kill())) this.trySignal(osConstants.signals.SIGKILL);
+  }
+
+  private async finish(status: { code: number | null; signal: NodeJS.Signals | null }) {
+    if (this.exitValue) return;
+    const exit: InstanceExit = {
+      ...status,
+      exitedAt: new Date().toISOString(),
+      reason:
+        this.adopted && status.code === null && status.signal === null
+          ? 'lost'
+          : this.stopRequested
+            ? 'stopped'
+            : 'exited',
+    };
+    this.exitValue = exit;
+    this.env.logger.info({ pid: this.pid, ...status, reason: exit.reason }, 'instance exited');
+    try {
+      await this.killStragglers();
+    } catch (error) {
+      this.env.logger.warn({ err: error }, 'could not kill the processes left in the cgroup');
+    }
+    // The last output may still be in the pipes; a process outside the cgroup holding them open
+    // must not hold up the cleanup, hence the bound.
+    await Promise.race([this.outputClosed, sleep(OUTPUT_DRAIN_MS, undefined, { ref: false })]);
+    await this.cleanup.unwind(this.env.logger);
+    this.stateValue = 'exited';
+    this.resolveExited(exit);
+    for (const listener of this.exitListeners) listener(exit);
+  }
+
+  /**
+   * The instance ends with its main process: whatever it left running in the cgroup would keep
+   * the partition bound, so it is killed too.
+   */
+  private async killStragglers(): Promise<void> {
+    const deadline = Date.now() + STRAGGLER_WAIT_MS;
+    let killed = false;
+    for (;;) {
+      const left = (await this.cgroup.pids()).filter((pid) => pid !== this.pid && pidExists(pid));
+      if (left.length === 0) return;
+      if (Date.now() > deadline) {
+        throw new Error(`processes ${left.join(', ')} still in ${this.cgroup.path}`);
+      }
+      if (!killed) {
+        this.env.logger.info({ pids: left }, 'killing processes left in the cgroup');
+        if (!(await this.cgroup.kill())) {
+          for (const pid of left) killIgnoringGone(pid);
+        }
+        killed = true;
+      }
+      await sleep(20);
+    }
+  }
+}
+
+function launchArgv(spec: InstanceSpec, launcher: Launcher | null, cgroupPath: string): string[] {
+  if (!launcher) return spec.command;
+  return [
+    launcher.path,
+    ...(launcher.device ? ['--device', launcher.device] : []),
+    ...(spec.partition !== null ? ['--partition', String(spec.partition)] : []),
+    ...(spec.partition !== null && launcher.waitMs !== undefined
+      ? ['--wait-ms', String(launcher.waitMs)]
+      : []),
+    '--cgroup',
+    cgroupPath,
+    '--',
+    ...spec.command,
+  ];
+}
+
+function spawned(child: ChildProcess, program: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    child.once('spawn', () => resolve(child.pid as number));
+    child.once('error', (error) => reject(new SpawnError(program, error)));
+  });
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return !isErrno(error, 'ESRCH');
+  }
+}
+
+function killIgnoringGone(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (error) {
+    if (!isErrno(error, 'ESRCH')) throw error;
+  }
+}
