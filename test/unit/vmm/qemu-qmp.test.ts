@@ -1,0 +1,105 @@
+// The QMP client against a real QEMU process: a q35 machine with a virtio-mem device that never
+// starts its vCPUs (-S), so no guest kernel is involved and the device's plugged size stays 0.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QmpClient, QmpCommandError, QmpConnectionError, VirtioMemDevice } from '../../../lib/vmm/qemu.js';
+
+const MiB = 1024 * 1024;
+
+function startQemu(socket: string): ChildProcess {
+  return spawn(
+    'qemu-system-x86_64',
+    [
+      '-machine', 'q35', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none',
+      '-m', '128M,maxmem=1152M',
+      '-object', 'memory-backend-ram,id=vmem0,size=1G',
+      '-device', 'virtio-mem-pci,id=vm0,memdev=vmem0,block-size=2M,requested-size=0',
+      '-qmp', `unix:${socket},server=on,wait=off`,
+    ],
+    { stdio: 'ignore' },
+  );
+}
+
+describe('QmpClient against qemu-system-x86_64', () => {
+  let dir: string;
+  let qemu: ChildProcess;
+  let qmp: QmpClient;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'qmp-test-'));
+    qemu = startQemu(join(dir, 'qmp.sock'));
+    qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 20_000 });
+  });
+
+  afterAll(() => {
+    qmp?.close();
+    qemu?.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('negotiates capabilities and reports QEMU version', async () => {
+    expect(qmp.version?.major).toBeGreaterThanOrEqual(7);
+    const status = await qmp.execute<{ status: string; running: boolean }>('query-status');
+    expect(status).toMatchObject({ status: 'prelaunch', running: false });
+  });
+
+  it('rejects an unknown command with QEMU error class and description', async () => {
+    const err = await qmp.execute('no-such-command').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QmpCommandError);
+    expect(err).toMatchObject({ command: 'no-such-command', errorClass: 'CommandNotFound' });
+  });
+
+  it('reads and sets the virtio-mem requested size', async () => {
+    const dev = new VirtioMemDevice(qmp, 'vm0');
+    expect(await dev.blockSize()).toBe(2 * MiB);
+    expect(await dev.regionSize()).toBe(1024 * MiB);
+    expect(await dev.size()).toBe(0);
+    await dev.setRequestedSize(256 * MiB);
+    expect(await dev.requestedSize()).toBe(256 * MiB);
+    await dev.setRequestedSize(0);
+  });
+
+  it('refuses a requested size that is not a multiple of the block size, without sending it', async () => {
+    const dev = new VirtioMemDevice(qmp, 'vm0');
+    await expect(dev.setRequestedSize(3 * MiB)).rejects.toThrow(/multiple of the block size 2097152/);
+    expect(await dev.requestedSize()).toBe(0);
+  });
+
+  it('gives up waiting for a size the guest never reaches, saying what it saw', async () => {
+    // The vCPUs never run, so nothing is plugged however long we wait.
+    const dev = new VirtioMemDevice(qmp, 'vm0');
+    await dev.setRequestedSize(64 * MiB);
+    await expect(dev.waitForSize(64 * MiB, { timeoutMs: 300 })).rejects.toThrow(
+      /plugged size is 0 bytes, not 67108864, after 300 ms/,
+    );
+    await dev.setRequestedSize(0);
+  });
+
+  it('reports an unknown device clearly', async () => {
+    await expect(new VirtioMemDevice(qmp, 'nope').regionSize()).rejects.toThrow(/no virtio-mem device 'nope'/);
+    await expect(new VirtioMemDevice(qmp, 'nope').size()).rejects.toBeInstanceOf(QmpCommandError);
+  });
+
+  it('fails commands once QEMU has gone away', async () => {
+    const socket = join(dir, 'second.sock');
+    const second = startQemu(socket);
+    const client = await QmpClient.connect(socket, { timeoutMs: 20_000 });
+    const closed = once(client, 'close');
+    second.kill('SIGKILL');
+    await closed;
+    await expect(client.execute('query-status')).rejects.toBeInstanceOf(QmpConnectionError);
+  });
+});
+
+describe('QmpClient.connect', () => {
+  it('gives up on a socket nobody serves, naming it', async () => {
+    const path = join(tmpdir(), `no-qemu-${process.pid}.sock`);
+    await expect(QmpClient.connect(path, { timeoutMs: 300 })).rejects.toThrow(
+      new RegExp(`cannot connect to QMP socket '${path}'`),
+    );
+  });
+});
