@@ -250,20 +250,24 @@ export class HotMemDevice extends EventEmitter {
 
   #deliver(error: Error | null, events: RawEvent[]): void {
     for (const raw of events) {
-      const type = eventTypeName(raw.type);
-      // A newer kernel's event types are not ours to interpret.
-      if (type === undefined) continue;
-      const event: HotMemEvent = {
-        type,
-        partition: raw.partition,
-        seq: Number(raw.seq),
-        timestampNs: raw.timestampNs,
-        data: Number(raw.data),
-      };
-      this.emit('event', event);
+      const event = toHotMemEvent(raw);
+      if (event) this.emit('event', event);
     }
     if (error) this.emit('error', error);
   }
+}
+
+/** Decodes a raw event record; undefined for a type this ABI does not know (a newer kernel's). */
+export function toHotMemEvent(raw: RawEvent): HotMemEvent | undefined {
+  const type = eventTypeName(raw.type);
+  if (type === undefined) return undefined;
+  return {
+    type,
+    partition: raw.partition,
+    seq: Number(raw.seq),
+    timestampNs: raw.timestampNs,
+    data: Number(raw.data),
+  };
 }
 
 export interface HotMemSysfsInfo {

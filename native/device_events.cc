@@ -155,17 +155,17 @@ void DeviceEvents::Deliver(int errnum, const std::string& syscall) {
   }
   if (records.empty() && error.IsNull()) return;
 
-  // A listener may stop the watch from inside the call: Stop() then leaves the callback and async
-  // context alone until the call has returned.
+  // After an error the watch is over before listeners hear of it, so they may start a new one.
+  // Stop() leaves the callback and async context alone while delivering_ is set.
   delivering_ = true;
+  if (!error.IsNull()) Stop();
   try {
-    callback_.Value().MakeCallback(env.Undefined(), {error, array}, *async_context_);
+    callback_.Value().MakeCallback(env.Global(), {error, array}, *async_context_);
   } catch (const Napi::Error& thrown) {
     // A throwing listener is an uncaught exception, as for any other event source.
     napi_fatal_exception(env, thrown.Value());
   }
   delivering_ = false;
-  if (!error.IsNull()) Stop();
   if (stopped_) ReleaseJsState();
 }
 

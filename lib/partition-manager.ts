@@ -1,0 +1,317 @@
+/**
+ * Turns plugged, offline memory blocks into populated HotMem partitions for instances, and
+ * reclaims them when the kernel reports them released.
+ *
+ * Memory the host plugs shows up as offline blocks (no auto-onlining); acquire() picks an EMPTY
+ * partition and onlines whole blocks into it, waiting — with bounded, backed-off retries — while
+ * the host is still plugging. On any failure it offlines what it onlined. The kernel queues a
+ * 'released' event once the last process bound to a partition is gone; the manager then reclaims
+ * it (offlines its blocks with no page migration) unless autoReclaim is off.
+ */
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pino, { type Logger } from 'pino';
+import { HotMemError } from './errors.js';
+import type { HotMemEvent, PartitionInfo, ReclaimReport } from './hotmem-device.js';
+import { type MemoryBlock, type MemoryBlocks, partitionZone } from './memory-blocks.js';
+
+/** What the manager needs of MemoryBlocks (tests pass a fake kernel). */
+export type BlockSource = Pick<MemoryBlocks, 'blockSize' | 'list' | 'online' | 'offline'>;
+
+/** What the manager needs of HotMemDevice (tests pass a fake kernel). */
+export interface PartitionDevice {
+  partitions(): PartitionInfo[];
+  setFlags(partition: number, flags: { spill?: boolean; autoReclaim?: boolean }): void;
+  reclaim(partition: number): Promise<ReclaimReport>;
+  on(event: 'event', listener: (event: HotMemEvent) => void): unknown;
+  off(event: 'event', listener: (event: HotMemEvent) => void): unknown;
+}
+
+export interface PartitionManagerOptions {
+  blocks: BlockSource;
+  device: PartitionDevice;
+  logger?: Logger;
+  /** Clock for deadlines, in ms. */
+  now?: () => number;
+  /** Waits between retries; tests inject one that advances their clock. */
+  delay?: (ms: number) => Promise<void>;
+  /** Reclaim a partition as soon as the kernel reports it released (default true). */
+  autoReclaim?: boolean;
+  /** Retry delays while waiting for plugged blocks: doubling from initialMs up to maxMs. */
+  backoff?: { initialMs: number; maxMs: number };
+}
+
+export interface AcquireOptions {
+  /** How long to wait for the host to plug enough memory (default 10 s; 0: do not wait). */
+  timeoutMs?: number;
+  /** Let the partition fall back to ordinary zones when it runs out (default false). */
+  spill?: boolean;
+}
+
+export interface Acquired {
+  partition: number;
+  /** Bytes onlined into the partition: whole blocks, at least the bytes asked for. */
+  bytes: number;
+  blocks: number[];
+}
+
+export interface ManagerStatus {
+  blockSize: number;
+  /** Memory Linux has added, online or not. */
+  pluggedBytes: number;
+  onlineBytes: number;
+  offlineBytes: number;
+  /** Online bytes that belong to HotMem partitions. */
+  partitionBytes: number;
+  partitions: PartitionInfo[];
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_BACKOFF = { initialMs: 10, maxMs: 1_000 };
+
+export class PartitionManager extends EventEmitter {
+  readonly #blocks: BlockSource;
+  readonly #device: PartitionDevice;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #delay: (ms: number) => Promise<void>;
+  readonly #autoReclaim: boolean;
+  readonly #backoff: { initialMs: number; maxMs: number };
+  /** Partitions populated (or being populated) and their blocks; never picked by acquire(). */
+  readonly #populated = new Map<number, number[]>();
+  /** Offline blocks an in-flight acquire() is onlining. */
+  readonly #claimedBlocks = new Set<number>();
+  readonly #reclaiming = new Map<number, Promise<ReclaimReport>>();
+  readonly #onEvent = (event: HotMemEvent) => this.#handleEvent(event);
+  #listening = false;
+
+  constructor(opts: PartitionManagerOptions) {
+    super();
+    this.#blocks = opts.blocks;
+    this.#device = opts.device;
+    this.#log = (opts.logger ?? pino({ enabled: false })).child({ component: 'partition-manager' });
+    this.#now = opts.now ?? Date.now;
+    this.#delay = opts.delay ?? ((ms) => sleep(ms));
+    this.#autoReclaim = opts.autoReclaim ?? true;
+    this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
+  }
+
+  /**
+   * Rebuilds the manager's view from the kernel (after an agent restart): populated partitions
+   * and their blocks. Populated partitions nobody is bound to are leftovers of an instance that
+   * never started; with autoReclaim they are reclaimed now.
+   */
+  async init(): Promise<void> {
+    if (!this.#listening) {
+      this.#device.on('event', this.#onEvent);
+      this.#listening = true;
+    }
+    const blocks = await this.#blocks.list();
+    const partitions = this.#device.partitions();
+    this.#populated.clear();
+    for (const partition of partitions) {
+      if (partition.state === 'empty') continue;
+      const ids = blocks.filter((b) => b.partition === partition.id).map((b) => b.id);
+      this.#populated.set(partition.id, ids);
+      this.#log.info(
+        { partition: partition.id, state: partition.state, blocks: ids },
+        'found populated partition',
+      );
+    }
+    const spare = blocks.filter((b) => b.state === 'offline').length;
+    this.#log.info({ spareBlocks: spare, populated: this.#populated.size }, 'initialised');
+    if (this.#autoReclaim) {
+      const leftovers = partitions.filter((p) => p.state === 'free').map((p) => p.id);
+      await Promise.all(leftovers.map((id) => this.#reclaimLogged(id)));
+    }
+  }
+
+  /** Stops following the device's events. */
+  close(): void {
+    if (this.#listening) this.#device.off('event', this.#onEvent);
+    this.#listening = false;
+  }
+
+  /**
+   * Populates an EMPTY partition with at least `bytes` (rounded up to whole blocks) from offline
+   * plugged blocks, waiting up to timeoutMs for the host to plug more.
+   */
+  async acquire(bytes: number, opts: AcquireOptions = {}): Promise<Acquired> {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new TypeError(`acquire: bytes must be a positive integer, got ${bytes}`);
+    }
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new TypeError(`acquire: timeoutMs must be a non-negative number, got ${timeoutMs}`);
+    }
+    const blockSize = this.#blocks.blockSize();
+    const needed = Math.ceil(bytes / blockSize);
+    const partition = this.#pickEmptyPartition();
+    const zone = partitionZone(partition);
+    const onlined: number[] = [];
+    const failedBlocks = new Map<number, unknown>();
+    const deadline = this.#now() + timeoutMs;
+    this.#populated.set(partition, onlined);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const candidates = (await this.#blocks.list()).filter(
+          (b) =>
+            b.state === 'offline' &&
+            b.validZones.includes(zone) &&
+            !this.#claimedBlocks.has(b.id) &&
+            !failedBlocks.has(b.id),
+        );
+        for (const block of candidates) {
+          if (onlined.length === needed) break;
+          await this.#onlineInto(block, partition, onlined, failedBlocks);
+        }
+        if (onlined.length === needed) break;
+        const remaining = deadline - this.#now();
+        if (remaining <= 0) {
+          throw this.#shortfall(partition, bytes, needed, onlined.length, timeoutMs, failedBlocks);
+        }
+        await this.#delay(
+          Math.min(this.#backoff.initialMs * 2 ** attempt, this.#backoff.maxMs, remaining),
+        );
+      }
+      this.#device.setFlags(partition, { spill: opts.spill ?? false, autoReclaim: false });
+    } catch (error) {
+      await this.#rollback(partition, onlined);
+      throw error;
+    } finally {
+      for (const id of onlined) this.#claimedBlocks.delete(id);
+    }
+    const acquired = { partition, bytes: needed * blockSize, blocks: [...onlined] };
+    this.#log.info(acquired, 'partition populated');
+    return acquired;
+  }
+
+  /** Offlines every block of a FREE partition; concurrent calls share one reclaim. */
+  reclaim(partition: number): Promise<ReclaimReport> {
+    const running = this.#reclaiming.get(partition);
+    if (running) return running;
+    const reclaim = this.#device
+      .reclaim(partition)
+      .then((report) => {
+        this.#populated.delete(partition);
+        this.#log.info({ ...report, durationNs: String(report.durationNs) }, 'partition reclaimed');
+        this.emit('reclaimed', report);
+        return report;
+      })
+      .finally(() => this.#reclaiming.delete(partition));
+    this.#reclaiming.set(partition, reclaim);
+    return reclaim;
+  }
+
+  async status(): Promise<ManagerStatus> {
+    const blocks = await this.#blocks.list();
+    const bytesOf = (filter: (b: MemoryBlock) => boolean) =>
+      blocks.filter(filter).reduce((sum, b) => sum + b.size, 0);
+    return {
+      blockSize: this.#blocks.blockSize(),
+      pluggedBytes: bytesOf(() => true),
+      onlineBytes: bytesOf((b) => b.state === 'online'),
+      offlineBytes: bytesOf((b) => b.state === 'offline'),
+      partitionBytes: bytesOf((b) => b.partition !== null),
+      partitions: this.#device.partitions(),
+    };
+  }
+
+  #pickEmptyPartition(): number {
+    const partitions = this.#device.partitions();
+    const empty = partitions.find((p) => p.state === 'empty' && !this.#populated.has(p.id));
+    if (!empty) {
+      throw new HotMemError(
+        'ERR_NO_PARTITION',
+        `no empty partition left: all ${partitions.length} are populated or being populated`,
+      );
+    }
+    return empty.id;
+  }
+
+  async #onlineInto(
+    block: MemoryBlock,
+    partition: number,
+    onlined: number[],
+    failedBlocks: Map<number, unknown>,
+  ): Promise<void> {
+    this.#claimedBlocks.add(block.id);
+    try {
+      await this.#blocks.online(block.id, { partition });
+      onlined.push(block.id);
+    } catch (error) {
+      this.#claimedBlocks.delete(block.id);
+      failedBlocks.set(block.id, error);
+      this.#log.warn({ block: block.id, partition, err: error }, 'onlining a block failed');
+    }
+  }
+
+  #shortfall(
+    partition: number,
+    bytes: number,
+    needed: number,
+    have: number,
+    timeoutMs: number,
+    failedBlocks: Map<number, unknown>,
+  ): HotMemError {
+    const failures = [...failedBlocks].map(
+      ([id, error]) => `memory${id}: ${error instanceof Error ? error.message : String(error)}`,
+    );
+    const detail =
+      `partition ${partition} needs ${needed} block(s) for ${bytes} bytes but only ${have} ` +
+      `could be onlined${timeoutMs > 0 ? ` within ${timeoutMs} ms` : ''}` +
+      (failures.length > 0 ? `; failed: ${failures.join('; ')}` : '; no more offline blocks');
+    return timeoutMs > 0
+      ? new HotMemError('ERR_PARTITION_TIMEOUT', `${detail} (is the host still plugging?)`)
+      : new HotMemError('ERR_NO_MEMORY', detail);
+  }
+
+  async #rollback(partition: number, onlined: number[]): Promise<void> {
+    for (const id of [...onlined].reverse()) {
+      try {
+        await this.#blocks.offline(id);
+      } catch (error) {
+        // The block stays in the partition; the kernel still reports it, so init() finds it.
+        this.#log.error({ block: id, partition, err: error }, 'rollback: offlining failed');
+        continue;
+      }
+      onlined.splice(onlined.indexOf(id), 1);
+    }
+    if (onlined.length === 0) this.#populated.delete(partition);
+  }
+
+  #reclaimLogged(partition: number): Promise<void> {
+    return this.reclaim(partition).then(
+      () => undefined,
+      (error) => {
+        this.#log.error({ partition, err: error }, 'reclaim failed');
+        this.emit('reclaimFailed', { partition, error });
+      },
+    );
+  }
+
+  #handleEvent(event: HotMemEvent): void {
+    switch (event.type) {
+      case 'released':
+        this.#log.info({ partition: event.partition }, 'partition released');
+        this.emit('released', { partition: event.partition });
+        if (this.#autoReclaim) void this.#reclaimLogged(event.partition);
+        break;
+      case 'reclaimed':
+        // Our own reclaims are reported by reclaim(); this one the kernel did by itself.
+        if (!this.#reclaiming.has(event.partition)) {
+          this.#populated.delete(event.partition);
+          this.#log.info({ partition: event.partition, bytes: event.data }, 'kernel reclaimed');
+        }
+        break;
+      case 'oom':
+        this.#log.warn({ partition: event.partition, pid: event.data }, 'partition exhausted');
+        this.emit('oom', { partition: event.partition, pid: event.data });
+        break;
+      case 'overflow':
+        this.#log.warn({ dropped: event.data }, 'kernel dropped events');
+        this.emit('overflow', { dropped: event.data });
+        break;
+    }
+  }
+}
