@@ -149,6 +149,7 @@ export class PartitionManager extends EventEmitter {
     const partition = this.#pickEmptyPartition();
     const zone = partitionZone(partition);
     const onlined: number[] = [];
+    const claimed = new Set<number>();
     const failedBlocks = new Map<number, unknown>();
     const deadline = this.#now() + timeoutMs;
     this.#populated.set(partition, onlined);
@@ -163,6 +164,7 @@ export class PartitionManager extends EventEmitter {
         );
         for (const block of candidates) {
           if (onlined.length === needed) break;
+          claimed.add(block.id);
           await this.#onlineInto(block, partition, onlined, failedBlocks);
         }
         if (onlined.length === needed) break;
@@ -179,7 +181,7 @@ export class PartitionManager extends EventEmitter {
       await this.#rollback(partition, onlined);
       throw error;
     } finally {
-      for (const id of onlined) this.#claimedBlocks.delete(id);
+      for (const id of claimed) this.#claimedBlocks.delete(id);
     }
     const acquired = { partition, bytes: needed * blockSize, blocks: [...onlined] };
     this.#log.info(acquired, 'partition populated');
@@ -240,7 +242,6 @@ export class PartitionManager extends EventEmitter {
       await this.#blocks.online(block.id, { partition });
       onlined.push(block.id);
     } catch (error) {
-      this.#claimedBlocks.delete(block.id);
       failedBlocks.set(block.id, error);
       this.#log.warn({ block: block.id, partition, err: error }, 'onlining a block failed');
     }

@@ -1,0 +1,251 @@
+/**
+ * PartitionManager's logic against FakeHotplugKernel, an in-memory fake of memory-block sysfs and
+ * /dev/hotmem: unit tests, not integration (the e2e suite runs the manager on the real kernel).
+ */
+import { once } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { PartitionManager } from '../../lib/partition-manager.js';
+import { FakeHotplugKernel } from './fixtures/fake-hotplug-kernel.js';
+import { MIB } from './fixtures/sysfs-tree.js';
+
+const BLOCK = 128 * MIB;
+
+/** A manager on a fake kernel with a fake clock that only moves when the manager waits. */
+function setup(
+  opts: { partitions?: number; autoReclaim?: boolean; onDelay?: (ms: number) => void } = {},
+) {
+  const kernel = new FakeHotplugKernel(BLOCK, { partitions: opts.partitions ?? 4, bootBlocks: 2 });
+  let clock = 0;
+  const delays: number[] = [];
+  const manager = new PartitionManager({
+    blocks: kernel,
+    device: kernel,
+    now: () => clock,
+    delay: async (ms) => {
+      delays.push(ms);
+      clock += ms;
+      opts.onDelay?.(ms);
+    },
+    autoReclaim: opts.autoReclaim,
+  });
+  return { kernel, manager, delays };
+}
+
+describe('PartitionManager.acquire (fake kernel)', () => {
+  it('onlines whole blocks into the first empty partition, rounding up', async () => {
+    const { kernel, manager } = setup();
+    const [a, b, c] = kernel.plug(4);
+    const acquired = await manager.acquire(300 * MIB);
+    expect(acquired).toEqual({ partition: 0, bytes: 3 * BLOCK, blocks: [a, b, c] });
+    expect(kernel.partition(0)).toMatchObject({ state: 'free', nrBlocks: 3 });
+    expect(kernel.calls).toEqual([
+      `online ${a} HotMem0`,
+      `online ${b} HotMem0`,
+      `online ${c} HotMem0`,
+      'setFlags 0 {"spill":false,"autoReclaim":false}',
+    ]);
+  });
+
+  it('gives concurrent acquires distinct partitions and distinct blocks', async () => {
+    const { kernel, manager } = setup();
+    kernel.plug(4);
+    const [first, second] = await Promise.all([
+      manager.acquire(2 * BLOCK, { spill: true }),
+      manager.acquire(2 * BLOCK),
+    ]);
+    expect([first.partition, second.partition].sort()).toEqual([0, 1]);
+    expect(new Set([...first.blocks, ...second.blocks]).size).toBe(4);
+    expect(kernel.partition(first.partition).flags.spill).toBe(true);
+    expect(kernel.partition(second.partition).flags.spill).toBe(false);
+  });
+
+  it('waits with growing delays while the host is still plugging', async () => {
+    let kernel: FakeHotplugKernel | undefined;
+    const env = setup({
+      onDelay: () => {
+        if (env.delays.length === 3) kernel?.plug(1);
+      },
+    });
+    kernel = env.kernel;
+    kernel.plug(1);
+    const acquired = await env.manager.acquire(2 * BLOCK, { timeoutMs: 5_000 });
+    expect(acquired.blocks).toHaveLength(2);
+    expect(env.delays).toEqual([10, 20, 40]);
+  });
+
+  it('gives up at the deadline, offlines what it onlined and names the shortfall', async () => {
+    const { kernel, manager, delays } = setup();
+    const [only] = kernel.plug(1);
+    const failure = manager.acquire(3 * BLOCK, { timeoutMs: 500 });
+    await expect(failure).rejects.toMatchObject({
+      name: 'HotMemError',
+      code: 'ERR_PARTITION_TIMEOUT',
+      message: expect.stringMatching(
+        /partition 0 needs 3 block\(s\) for \d+ bytes but only 1 could be onlined within 500 ms/,
+      ),
+    });
+    expect(delays.reduce((sum, ms) => sum + ms, 0)).toBe(500);
+    expect(Math.max(...delays)).toBeLessThanOrEqual(1_000);
+    expect(kernel.calls.at(-1)).toBe(`offline ${only}`);
+    expect(kernel.partition(0).state).toBe('empty');
+    // The rolled-back partition is available again.
+    kernel.plug(2);
+    expect((await manager.acquire(3 * BLOCK, { timeoutMs: 0 })).partition).toBe(0);
+  });
+
+  it('fails at once with ERR_NO_MEMORY when told not to wait', async () => {
+    const { kernel, manager, delays } = setup();
+    kernel.plug(1);
+    await expect(manager.acquire(2 * BLOCK, { timeoutMs: 0 })).rejects.toMatchObject({
+      code: 'ERR_NO_MEMORY',
+      message: expect.stringContaining('no more offline blocks'),
+    });
+    expect(delays).toEqual([]);
+  });
+
+  it('skips a block the kernel refuses and says which when it runs short', async () => {
+    const { kernel, manager } = setup();
+    const [busy, good, spare] = kernel.plug(3);
+    kernel.failOnline.set(busy as number, 'EBUSY');
+    expect((await manager.acquire(2 * BLOCK)).blocks).toEqual([good, spare]);
+
+    const second = setup();
+    const [refused] = second.kernel.plug(1);
+    second.kernel.failOnline.set(refused as number, 'EINVAL');
+    await expect(second.manager.acquire(BLOCK, { timeoutMs: 0 })).rejects.toThrow(
+      `failed: memory${refused}: EINVAL`,
+    );
+  });
+
+  it('does not hand out a partition whose rollback failed', async () => {
+    const { kernel, manager } = setup();
+    const [stuck] = kernel.plug(1);
+    kernel.failOffline.set(stuck as number, 'EBUSY');
+    await expect(manager.acquire(2 * BLOCK, { timeoutMs: 0 })).rejects.toMatchObject({
+      code: 'ERR_NO_MEMORY',
+    });
+    expect(kernel.partition(0).state).toBe('free');
+    kernel.plug(1);
+    expect((await manager.acquire(BLOCK, { timeoutMs: 0 })).partition).toBe(1);
+  });
+
+  it('reports ERR_NO_PARTITION when every partition is populated', async () => {
+    const { kernel, manager } = setup({ partitions: 1 });
+    kernel.plug(2);
+    await manager.acquire(BLOCK);
+    await expect(manager.acquire(BLOCK)).rejects.toMatchObject({
+      code: 'ERR_NO_PARTITION',
+      message: 'no empty partition left: all 1 are populated or being populated',
+    });
+  });
+
+  it('rejects sizes that are not positive integers', async () => {
+    const { manager } = setup();
+    await expect(manager.acquire(0)).rejects.toThrow(TypeError);
+    await expect(manager.acquire(1.5)).rejects.toThrow(/positive integer, got 1.5/);
+    await expect(manager.acquire(1, { timeoutMs: -1 })).rejects.toThrow(/timeoutMs/);
+  });
+});
+
+describe('PartitionManager release and reclaim (fake kernel)', () => {
+  it('reclaims a partition when the kernel reports it released', async () => {
+    const { kernel, manager } = setup();
+    await manager.init();
+    kernel.plug(2);
+    const { partition } = await manager.acquire(2 * BLOCK);
+    kernel.bindProcess(partition);
+    const released = once(manager, 'released');
+    const reclaimed = once(manager, 'reclaimed');
+    kernel.releaseProcess(partition);
+    expect(await released).toEqual([{ partition }]);
+    expect(await reclaimed).toEqual([
+      { partition, blocks: 2, bytes: 2 * BLOCK, durationNs: 1000n, pagesMigrated: 0 },
+    ]);
+    expect(kernel.partition(partition).state).toBe('empty');
+    manager.close();
+  });
+
+  it('leaves released partitions alone with autoReclaim off', async () => {
+    const { kernel, manager } = setup({ autoReclaim: false });
+    await manager.init();
+    kernel.plug(1);
+    const { partition } = await manager.acquire(BLOCK);
+    kernel.bindProcess(partition);
+    const released = once(manager, 'released');
+    kernel.releaseProcess(partition);
+    await released;
+    expect(kernel.calls).not.toContain(`reclaim ${partition}`);
+    expect(kernel.partition(partition).state).toBe('free');
+  });
+
+  it('reports a failed automatic reclaim as reclaimFailed', async () => {
+    const { kernel, manager } = setup();
+    await manager.init();
+    kernel.plug(1);
+    const { partition } = await manager.acquire(BLOCK);
+    const failed = once(manager, 'reclaimFailed');
+    // A release event for a partition that is bound again by the time the reclaim runs.
+    kernel.bindProcess(partition);
+    kernel.queue('released', partition, 0);
+    const [{ partition: which, error }] = (await failed) as [{ partition: number; error: Error }];
+    expect(which).toBe(partition);
+    expect(error).toMatchObject({ code: 'EBUSY' });
+  });
+
+  it('shares one reclaim between concurrent callers', async () => {
+    const { kernel, manager } = setup();
+    kernel.plug(1);
+    const { partition } = await manager.acquire(BLOCK);
+    const [a, b] = await Promise.all([manager.reclaim(partition), manager.reclaim(partition)]);
+    expect(a).toBe(b);
+    expect(kernel.calls.filter((c) => c === `reclaim ${partition}`)).toHaveLength(1);
+  });
+
+  it('forwards oom and overflow events', async () => {
+    const { kernel, manager } = setup();
+    await manager.init();
+    const oom = once(manager, 'oom');
+    const overflow = once(manager, 'overflow');
+    kernel.queue('oom', 2, 4242);
+    kernel.queue('overflow', 0, 17);
+    expect(await oom).toEqual([{ partition: 2, pid: 4242 }]);
+    expect(await overflow).toEqual([{ dropped: 17 }]);
+  });
+});
+
+describe('PartitionManager.init after a restart (fake kernel)', () => {
+  it('keeps bound partitions, reclaims leftover free ones and never reuses either', async () => {
+    const { kernel } = setup();
+    const before = new PartitionManager({ blocks: kernel, device: kernel });
+    kernel.plug(3);
+    const bound = await before.acquire(BLOCK);
+    const leftover = await before.acquire(BLOCK);
+    kernel.bindProcess(bound.partition);
+
+    const after = new PartitionManager({ blocks: kernel, device: kernel });
+    const reclaimed = once(after, 'reclaimed');
+    await after.init();
+    expect((await reclaimed)[0]).toMatchObject({ partition: leftover.partition });
+    expect(kernel.partition(bound.partition).state).toBe('bound');
+    expect(kernel.partition(leftover.partition).state).toBe('empty');
+    const next = await after.acquire(BLOCK);
+    expect(next.partition).not.toBe(bound.partition);
+  });
+});
+
+describe('PartitionManager.status (fake kernel)', () => {
+  it('sums plugged, online, offline and partition bytes from the blocks', async () => {
+    const { kernel, manager } = setup();
+    kernel.plug(3);
+    await manager.acquire(BLOCK);
+    const status = await manager.status();
+    expect(status).toMatchObject({
+      blockSize: BLOCK,
+      pluggedBytes: 5 * BLOCK,
+      onlineBytes: 3 * BLOCK,
+      offlineBytes: 2 * BLOCK,
+      partitionBytes: BLOCK,
+    });
+    expect(status.partitions.map((p) => p.state)).toEqual(['free', 'empty', 'empty', 'empty']);
+  });
+});
