@@ -12,7 +12,7 @@
  * stack is unwound on every way out: spawn failure, exit, stop, agent shutdown.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -45,6 +45,11 @@ export interface Pidfds {
 
 export interface InstanceEnvironment {
   cgroups: CgroupTree;
+  /**
+   * Told about every child right after spawn(), before any event can be delivered: a subreaper
+   * that reaps orphans must leave these to libuv.
+   */
+  onSpawn?: (child: ChildProcess) => void;
   /** null: spawn the command directly (unbound mode; the spec's partition must be null). */
   launcher: Launcher | null;
   pidfds: Pidfds | null;
@@ -77,7 +82,8 @@ export interface InstanceExit {
 
 export interface InstanceSummary {
   id: string;
-  pid: number;
+  /** null for an adopted instance whose process was already gone. */
+  pid: number | null;
   partition: number | null;
   command: string[];
   memoryBytes: number;
@@ -90,7 +96,8 @@ export interface InstanceSummary {
 
 export interface AdoptSpec {
   id: string;
-  pid: number;
+  /** From the group's cgroup.procs; null when no process of it is left. */
+  pid: number | null;
   command: string[];
   memoryBytes: number;
   cpuWeight?: number;
@@ -113,7 +120,7 @@ export class SpawnError extends Error {
 
 export class Instance {
   readonly id: string;
-  readonly pid: number;
+  readonly pid: number | null;
   readonly partition: number | null;
   readonly command: string[];
   readonly memoryBytes: number;
@@ -136,7 +143,7 @@ export class Instance {
   private constructor(
     init: {
       spec: Omit<InstanceSpec, 'env' | 'cwd'>;
-      pid: number;
+      pid: number | null;
       startedAt: string;
       adopted: boolean;
       output: { stdout: OutputRing; stderr: OutputRing } | null;
@@ -195,11 +202,19 @@ export class Instance {
         // agent stops them itself, in order.
         detached: true,
       });
+      env.onSpawn?.(child);
       const pid = await spawned(child, spec.command[0] as string);
-
-      const pidfd = env.pidfds ? env.pidfds.pidfdOpen(pid) : null;
-      if (pidfd !== null) cleanup.push('close pidfd', () => closeSync(pidfd));
-      if (env.launcher === null) await cgroup.addProcess(pid);
+      let pidfd: number | null = null;
+      try {
+        pidfd = env.pidfds ? env.pidfds.pidfdOpen(pid) : null;
+        if (env.launcher === null) await cgroup.addProcess(pid);
+      } catch (error) {
+        await killAndWait(child);
+        if (pidfd !== null) closeSync(pidfd);
+        throw error;
+      }
+      const fd = pidfd;
+      if (fd !== null) cleanup.push('close pidfd', () => closeSync(fd));
 
       const bytes = env.outputBytes ?? DEFAULT_OUTPUT_BYTES;
       const output = {
@@ -236,7 +251,7 @@ export class Instance {
     const cgroup = env.cgroups.open(spec.id);
     cleanup.push('remove cgroup', () => cgroup.remove());
     let pidfd: number | null = null;
-    if (env.pidfds) {
+    if (env.pidfds && spec.pid !== null) {
       try {
         pidfd = env.pidfds.pidfdOpen(spec.pid);
       } catch (error) {
@@ -258,7 +273,7 @@ export class Instance {
       cleanup,
       { ...env, logger },
     );
-    instance.watchAdopted(env.pidfds !== null && pidfd === null);
+    instance.watchAdopted(spec.pid === null || (env.pidfds !== null && pidfd === null));
     logger.info({ pid: spec.pid, partition: spec.partition }, 'instance adopted');
     return instance;
   }
@@ -339,15 +354,18 @@ export class Instance {
   private isAlive(): boolean {
     try {
       this.signal(0);
-      return true;
     } catch (error) {
       if (isErrno(error, 'ESRCH')) return false;
       throw error;
     }
+    return !exitedOrZombie(this.pid as number);
   }
 
   /** Through the pidfd when there is one: a recycled pid can never be hit. */
   private signal(signal: number): void {
+    if (this.pid === null) {
+      throw Object.assign(new Error(`instance ${this.id} has no process`), { code: 'ESRCH' });
+    }
     if (this.pidfd !== null && this.env.pidfds) {
       this.env.pidfds.pidfdSendSignal(this.pidfd, signal);
     } else {
@@ -443,13 +461,37 @@ function spawned(child: ChildProcess, program: string): Promise<number> {
   });
 }
 
-function pidExists(pid: number): boolean {
+async function killAndWait(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** A live process: one that exists and is not a zombie waiting for its parent to reap it. */
+export function pidExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
-    return !isErrno(error, 'ESRCH');
+    if (isErrno(error, 'ESRCH')) return false;
   }
+  return !exitedOrZombie(pid);
+}
+
+/**
+ * An adopted process is not our child: once it exits it may stay a zombie until its new parent
+ * (init, which in some containers never reaps) collects it. For us it has exited.
+ */
+function exitedOrZombie(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (error) {
+    return isErrno(error, 'ENOENT');
+  }
+  // The state follows the command name, which is in parentheses and may contain anything.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state === 'Z' || state === 'X';
 }
 
 function killIgnoringGone(pid: number): void {

@@ -1,0 +1,622 @@
+/**
+ * The agent's state and behaviour, without HTTP: instances, their partitions, reclaim after
+ * release, events, metrics, adoption after a restart, orderly shutdown.
+ *
+ * Every dependency is injected: the partition source (PartitionManager in production, a fake in
+ * unit tests), the cgroup tree, the launcher, the pidfd and reaper primitives.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { CgroupTree } from '../cgroup.js';
+import { CleanupStack } from '../instance/cleanup-stack.js';
+import {
+  DEFAULT_STOP_GRACE_MS,
+  Instance,
+  type InstanceEnvironment,
+  type InstanceSummary,
+  type Launcher,
+  type Pidfds,
+  pidExists,
+  SpawnError,
+} from '../instance/instance.js';
+import { AgentError } from './errors.js';
+import { Histogram, type MetricFamily, RECLAIM_BUCKETS_SECONDS, renderMetrics } from './metrics.js';
+import { type CreateInstanceRequest, instanceIdSchema } from './schemas.js';
+
+export const DEFAULT_STATE_DIR = '/run/hotmem/instances';
+const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
+/** Exited instances stay listed (with their exit status) until this many newer ones exited. */
+const DEFAULT_RETAIN_EXITED = 256;
+
+export type PartitionState = 'empty' | 'free' | 'bound' | 'reclaiming';
+const PARTITION_STATES: readonly PartitionState[] = ['empty', 'free', 'bound', 'reclaiming'];
+
+/** What the agent reads of a partition (a subset of hotmem-device's PartitionInfo). */
+export interface PartitionView {
+  id: number;
+  state: PartitionState;
+  nrBlocks: number;
+  presentBytes: number;
+  freeBytes: number;
+  boundMms: number;
+  spilledPages: number;
+  oomKills: number;
+}
+
+export interface ReclaimReport {
+  partition: number;
+  blocks: number;
+  bytes: number;
+  durationNs: bigint | number;
+  pagesMigrated: number;
+}
+
+export interface PartitionLease {
+  partition: number;
+  bytes: number;
+  blocks: number;
+}
+
+/** The partition manager as the agent uses it. */
+export interface PartitionSource {
+  init(): Promise<void>;
+  acquire(bytes: number, options: { timeoutMs: number; spill: boolean }): Promise<PartitionLease>;
+  reclaim(partition: number): Promise<ReclaimReport>;
+  partitions(): Promise<PartitionView[]>;
+  /** The kernel reported the partition's last mm gone: it is FREE and reclaimable. */
+  onReleased(listener: (partition: number) => void): () => void;
+}
+
+export interface Reaper {
+  setChildSubreaper(): void;
+  reapOrphans(
+    knownPids: number[],
+  ): Array<{ pid: number; code: number | null; signal: string | null }>;
+}
+
+export interface AgentOptions {
+  /** null: HotMem is not available; instances run unbound. */
+  partitions: PartitionSource | null;
+  cgroups: CgroupTree;
+  /** null: no hotmem-exec; instances run unbound even if partitions exist. */
+  launcher: Launcher | null;
+  pidfds: Pidfds | null;
+  /** null: the agent is not a subreaper (unit tests). */
+  reaper: Reaper | null;
+  logger: Logger;
+  /** One JSON record per instance, read back to adopt instances after a restart. */
+  stateDir?: string;
+  acquireTimeoutMs?: number;
+  spill?: boolean;
+  /** Reclaim a partition as soon as the kernel reports it released (default true). */
+  reclaimOnRelease?: boolean;
+  stopGraceMs?: number;
+  retainExited?: number;
+}
+
+export interface SerializedReclaimReport {
+  partition: number;
+  blocks: number;
+  bytes: number;
+  durationNs: number;
+  pagesMigrated: number;
+}
+
+export type AgentEvent = { time: string } & (
+  | { type: 'instance-started'; instance: InstanceSummary }
+  | { type: 'instance-exited'; instance: InstanceSummary }
+  | { type: 'partition-released'; partition: number }
+  | { type: 'partition-reclaimed'; partition: number; report: SerializedReclaimReport }
+  | { type: 'partition-reclaim-failed'; partition: number; error: string }
+);
+
+type AgentEventBody = AgentEvent extends infer E
+  ? E extends AgentEvent
+    ? Omit<E, 'time'>
+    : never
+  : never;
+
+export interface MemorySummary {
+  plugged: { blocks: number; bytes: number };
+  bound: { blocks: number; bytes: number };
+  free: { blocks: number; bytes: number };
+  partitions: Record<PartitionState, number>;
+}
+
+export interface AgentHealth {
+  status: 'ok' | 'shutting-down';
+  hotmem: boolean;
+  binding: 'bound' | 'unbound';
+  instancesRunning: number;
+  uptimeSeconds: number;
+}
+
+const instanceRecordSchema = z.object({
+  id: z.string(),
+  /** null until the process exists. */
+  pid: z.number().int().positive().nullable(),
+  command: z.array(z.string()),
+  memoryBytes: z.number().int().positive(),
+  cpuWeight: z.number().int().nullable(),
+  partition: z.number().int().nonnegative().nullable(),
+  startedAt: z.string(),
+});
+
+type InstanceRecord = z.infer<typeof instanceRecordSchema>;
+
+export class Agent {
+  private readonly options: AgentOptions;
+  private readonly logger: Logger;
+  private readonly stateDir: string;
+  private readonly instances = new Map<string, Instance>();
+  /** partition -> id of the instance it was acquired for. */
+  private readonly leases = new Map<number, string>();
+  private readonly reclaims = new Map<number, Promise<void>>();
+  /** Children spawned by child_process and not yet exited: libuv reaps those, not the reaper. */
+  private readonly childPids = new Set<number>();
+  private readonly events = new EventEmitter();
+  private readonly reclaimSeconds = new Histogram(RECLAIM_BUCKETS_SECONDS);
+  private readonly counters = {
+    pagesMigrated: 0,
+    reclaimed: 0,
+    reclaimFailures: 0,
+    instancesStarted: 0,
+    instancesExited: 0,
+    orphansReaped: 0,
+  };
+  private readonly startedAtMs = Date.now();
+  private readonly disposers: Array<() => void> = [];
+  private shuttingDown: Promise<void> | undefined;
+
+  constructor(options: AgentOptions) {
+    this.options = options;
+    this.logger = options.logger;
+    this.stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+    this.events.setMaxListeners(0);
+  }
+
+  /** Binding needs both a partition source and the launcher that binds before exec. */
+  get bindsInstances(): boolean {
+    return this.options.partitions !== null && this.options.launcher !== null;
+  }
+
+  async start(): Promise<void> {
+    const { partitions, reaper } = this.options;
+    await this.options.cgroups.prepare();
+    await mkdir(this.stateDir, { recursive: true });
+    if (reaper) {
+      reaper.setChildSubreaper();
+      const onChild = () => this.reapOrphans(reaper);
+      process.on('SIGCHLD', onChild);
+      this.disposers.push(() => process.off('SIGCHLD', onChild));
+    }
+    if (partitions) {
+      await partitions.init();
+      this.disposers.push(partitions.onReleased((partition) => this.onReleased(partition)));
+    }
+    if (partitions && !this.options.launcher) {
+      this.logger.warn('HotMem is available but hotmem-exec is not: instances will run unbound');
+    }
+    await this.adoptSurvivors();
+    this.logger.info(
+      { hotmem: partitions !== null, binding: this.bindsInstances ? 'bound' : 'unbound' },
+      'agent started',
+    );
+  }
+
+  async createInstance(request: CreateInstanceRequest): Promise<Instance> {
+    if (this.shuttingDown)
+      throw new AgentError('HOTMEM_SHUTTING_DOWN', 'the agent is shutting down');
+    const id = `i-${randomBytes(6).toString('hex')}`;
+    const cleanup = new CleanupStack();
+    let partition: number | null = null;
+    if (this.bindsInstances && this.options.partitions) {
+      partition = (await this.acquire(this.options.partitions, request.memoryBytes)).partition;
+      const leased = partition;
+      this.leases.set(leased, id);
+      cleanup.push('release partition bookkeeping', () => {
+        this.leases.delete(leased);
+      });
+    }
+    const record: InstanceRecord = {
+      id,
+      pid: null,
+      command: request.command,
+      memoryBytes: request.memoryBytes,
+      cpuWeight: request.cpuWeight ?? null,
+      partition,
+      startedAt: new Date().toISOString(),
+    };
+    await this.writeRecord(record);
+    cleanup.push('remove state record', () => this.removeRecord(id));
+    let instance: Instance;
+    try {
+      instance = await Instance.start(
+        {
+          id,
+          command: request.command,
+          memoryBytes: request.memoryBytes,
+          partition,
+          ...(request.env && { env: request.env }),
+          ...(request.cwd && { cwd: request.cwd }),
+          ...(request.cpuWeight !== undefined && { cpuWeight: request.cpuWeight }),
+        },
+        this.instanceEnvironment(),
+        cleanup,
+      );
+    } catch (error) {
+      // Acquired but never bound: no release will ever be reported for it.
+      if (partition !== null && this.options.reclaimOnRelease !== false)
+        void this.reclaim(partition);
+      if (error instanceof SpawnError) throw new AgentError('HOTMEM_SPAWN_FAILED', error.message);
+      throw error;
+    }
+    this.register(instance);
+    await this.recordPid(record, instance);
+    this.counters.instancesStarted += 1;
+    this.emit({ type: 'instance-started', instance: instance.summary() });
+    return instance;
+  }
+
+  listInstances(): InstanceSummary[] {
+    return [...this.instances.values()].map((instance) => instance.summary());
+  }
+
+  getInstance(id: string): Instance {
+    const instance = instanceIdSchema.safeParse(id).success ? this.instances.get(id) : undefined;
+    if (!instance) throw new AgentError('HOTMEM_INSTANCE_NOT_FOUND', `no instance '${id}'`);
+    return instance;
+  }
+
+  async stopInstance(id: string, graceMs?: number): Promise<InstanceSummary> {
+    const instance = this.getInstance(id);
+    await instance.stop(graceMs ?? this.options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
+    return instance.summary();
+  }
+
+  async partitions(): Promise<Array<PartitionView & { instance: string | null }>> {
+    const views = await this.requirePartitions().partitions();
+    return views.map((view) => ({ ...view, instance: this.leases.get(view.id) ?? null }));
+  }
+
+  async memory(): Promise<MemorySummary> {
+    return summarizeMemory(await this.requirePartitions().partitions());
+  }
+
+  health(): AgentHealth {
+    return {
+      status: this.shuttingDown ? 'shutting-down' : 'ok',
+      hotmem: this.options.partitions !== null,
+      binding: this.bindsInstances ? 'bound' : 'unbound',
+      instancesRunning: this.runningInstances().length,
+      uptimeSeconds: Math.round((Date.now() - this.startedAtMs) / 1000),
+    };
+  }
+
+  async metrics(): Promise<string> {
+    const families: MetricFamily[] = [
+      {
+        name: 'hotmem_reclaim_duration_seconds',
+        help: 'Time from asking the kernel to reclaim a partition until its blocks were offline.',
+        type: 'histogram',
+        histogram: this.reclaimSeconds,
+      },
+      counter('hotmem_reclaims_total', 'Partitions reclaimed.', this.counters.reclaimed),
+      counter(
+        'hotmem_reclaim_failures_total',
+        'Reclaims that failed.',
+        this.counters.reclaimFailures,
+      ),
+      counter(
+        'hotmem_pages_migrated_total',
+        'Pages migrated by reclaims (0 when partitions work).',
+        this.counters.pagesMigrated,
+      ),
+      counter(
+        'hotmem_instances_started_total',
+        'Instances started.',
+        this.counters.instancesStarted,
+      ),
+      counter(
+        'hotmem_instances_exited_total',
+        'Instances that exited.',
+        this.counters.instancesExited,
+      ),
+      counter(
+        'hotmem_orphans_reaped_total',
+        'Orphaned processes reaped as subreaper.',
+        this.counters.orphansReaped,
+      ),
+      {
+        name: 'hotmem_instances_running',
+        help: 'Instances whose main process is alive.',
+        type: 'gauge',
+        samples: [{ value: this.runningInstances().length }],
+      },
+    ];
+    if (this.options.partitions) {
+      const memory = summarizeMemory(await this.options.partitions.partitions());
+      families.push(
+        {
+          name: 'hotmem_partitions',
+          help: 'Partitions by state.',
+          type: 'gauge',
+          samples: PARTITION_STATES.map((state) => ({
+            labels: { state },
+            value: memory.partitions[state],
+          })),
+        },
+        gauge('hotmem_plugged_bytes', 'Bytes onlined into partitions.', memory.plugged.bytes),
+        gauge(
+          'hotmem_bound_bytes',
+          'Bytes in partitions bound to an instance.',
+          memory.bound.bytes,
+        ),
+        gauge(
+          'hotmem_free_bytes',
+          'Bytes in populated partitions bound to nothing.',
+          memory.free.bytes,
+        ),
+      );
+    }
+    return renderMetrics(families);
+  }
+
+  /** Calls listener for every event from now on; returns the unsubscribe function. */
+  subscribe(listener: (event: AgentEvent) => void): () => void {
+    this.events.on('event', listener);
+    return () => this.events.off('event', listener);
+  }
+
+  /**
+   * Stops taking work, stops running instances newest first, reclaims every partition left
+   * populated and unbound, and detaches from signals and the partition source. Idempotent.
+   */
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= this.runShutdown();
+    return this.shuttingDown;
+  }
+
+  private async runShutdown(): Promise<void> {
+    const grace = this.options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    const newestFirst = this.runningInstances().reverse();
+    this.logger.info({ instances: newestFirst.length }, 'shutting down');
+    for (const instance of newestFirst) await instance.stop(grace);
+    const { partitions } = this.options;
+    if (partitions && this.options.reclaimOnRelease !== false) {
+      const free = (await partitions.partitions()).filter((view) => view.state === 'free');
+      await Promise.all(free.map((view) => this.reclaim(view.id)));
+    }
+    await Promise.all(this.reclaims.values());
+    for (const dispose of this.disposers.splice(0)) dispose();
+    this.logger.info('agent stopped');
+  }
+
+  private async acquire(source: PartitionSource, bytes: number): Promise<PartitionLease> {
+    try {
+      return await source.acquire(bytes, {
+        timeoutMs: this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS,
+        spill: this.options.spill ?? false,
+      });
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (
+        code === 'ERR_PARTITION_TIMEOUT' ||
+        code === 'ERR_NO_MEMORY' ||
+        code === 'ERR_NO_PARTITION'
+      ) {
+        throw new AgentError('HOTMEM_NO_PARTITION', (error as Error).message, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  private onReleased(partition: number): void {
+    this.emit({ type: 'partition-released', partition });
+    if (this.options.reclaimOnRelease !== false) void this.reclaim(partition);
+  }
+
+  /** One reclaim per partition at a time; the outcome is reported as an event, never thrown. */
+  private reclaim(partition: number): Promise<void> {
+    const source = this.options.partitions;
+    if (!source) return Promise.resolve();
+    const pending = this.reclaims.get(partition);
+    if (pending) return pending;
+    const started = process.hrtime.bigint();
+    const run = source
+      .reclaim(partition)
+      .then((report) => {
+        this.reclaimSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        this.counters.reclaimed += 1;
+        this.counters.pagesMigrated += report.pagesMigrated;
+        const serialized = { ...report, durationNs: Number(report.durationNs) };
+        this.logger.info({ report: serialized }, 'partition reclaimed');
+        this.emit({ type: 'partition-reclaimed', partition, report: serialized });
+      })
+      .catch((error: unknown) => {
+        this.counters.reclaimFailures += 1;
+        this.logger.error({ err: error, partition }, 'reclaim failed');
+        this.emit({
+          type: 'partition-reclaim-failed',
+          partition,
+          error: String((error as Error)?.message ?? error),
+        });
+      })
+      .finally(() => this.reclaims.delete(partition));
+    this.reclaims.set(partition, run);
+    return run;
+  }
+
+  private instanceEnvironment(): InstanceEnvironment {
+    return {
+      cgroups: this.options.cgroups,
+      launcher: this.bindsInstances ? this.options.launcher : null,
+      pidfds: this.options.pidfds,
+      logger: this.logger,
+      onSpawn: (child: ChildProcess) => {
+        const { pid } = child;
+        if (pid === undefined) return;
+        this.childPids.add(pid);
+        child.once('exit', () => this.childPids.delete(pid));
+      },
+    };
+  }
+
+  private register(instance: Instance): void {
+    this.instances.set(instance.id, instance);
+    instance.onExit(() => {
+      this.counters.instancesExited += 1;
+      this.emit({ type: 'instance-exited', instance: instance.summary() });
+      this.pruneExited();
+    });
+  }
+
+  private pruneExited(): void {
+    const limit = this.options.retainExited ?? DEFAULT_RETAIN_EXITED;
+    const exited = [...this.instances.values()].filter((instance) => instance.state === 'exited');
+    for (const instance of exited.slice(0, Math.max(0, exited.length - limit))) {
+      this.instances.delete(instance.id);
+    }
+  }
+
+  private runningInstances(): Instance[] {
+    return [...this.instances.values()].filter((instance) => instance.state !== 'exited');
+  }
+
+  private reapOrphans(reaper: Reaper): void {
+    try {
+      for (const orphan of reaper.reapOrphans([...this.childPids])) {
+        this.counters.orphansReaped += 1;
+        this.logger.debug({ orphan }, 'reaped orphan');
+      }
+    } catch (error) {
+      this.logger.error({ err: error }, 'reaping orphans failed');
+    }
+  }
+
+  /**
+   * After a restart: every group under <cgroupRoot>/hotmem that looks like ours becomes an
+   * instance again, watched through the pid its cgroup.procs lists; groups with no live process
+   * are reported as exited and cleaned up.
+   */
+  private async adoptSurvivors(): Promise<void> {
+    for (const id of await this.options.cgroups.list()) {
+      if (!instanceIdSchema.safeParse(id).success) {
+        this.logger.warn({ cgroup: id }, 'leaving a group that is not an instance id alone');
+        continue;
+      }
+      const record = await this.readRecord(id);
+      const group = this.options.cgroups.open(id);
+      const alive = (await group.pids()).filter(pidExists);
+      const recorded = record?.pid ?? null;
+      const pid = recorded !== null && alive.includes(recorded) ? recorded : (alive[0] ?? null);
+      const cleanup = new CleanupStack();
+      const partition = record?.partition ?? null;
+      if (partition !== null) {
+        this.leases.set(partition, id);
+        cleanup.push('release partition bookkeeping', () => {
+          this.leases.delete(partition);
+        });
+      }
+      cleanup.push('remove state record', () => this.removeRecord(id));
+      const instance = Instance.adopt(
+        {
+          id,
+          pid,
+          command: record?.command ?? [],
+          memoryBytes: record?.memoryBytes ?? (await group.memoryMax()) ?? 0,
+          partition,
+          ...(record?.cpuWeight != null && { cpuWeight: record.cpuWeight }),
+          ...(record && { startedAt: record.startedAt }),
+        },
+        this.instanceEnvironment(),
+        cleanup,
+      );
+      this.register(instance);
+    }
+  }
+
+  private recordPath(id: string): string {
+    return path.join(this.stateDir, `${id}.json`);
+  }
+
+  private async writeRecord(record: InstanceRecord): Promise<void> {
+    await writeFile(this.recordPath(record.id), `${JSON.stringify(record)}\n`);
+  }
+
+  private removeRecord(id: string): Promise<void> {
+    return rm(this.recordPath(id), { force: true });
+  }
+
+  /**
+   * Adds the pid to the record once the process exists. The instance may exit (and its cleanup
+   * remove the record) meanwhile; then the rewritten record is removed again.
+   */
+  private async recordPid(record: InstanceRecord, instance: Instance): Promise<void> {
+    const exited = (): boolean => instance.state === 'exited';
+    if (exited()) return;
+    await this.writeRecord({ ...record, pid: instance.pid });
+    if (exited()) await this.removeRecord(record.id);
+  }
+
+  private async readRecord(id: string): Promise<InstanceRecord | undefined> {
+    try {
+      return instanceRecordSchema.parse(JSON.parse(await readFile(this.recordPath(id), 'utf8')));
+    } catch (error) {
+      this.logger.warn({ err: error, instance: id }, 'no usable state record; adopting without it');
+      return undefined;
+    }
+  }
+
+  private requirePartitions(): PartitionSource {
+    if (!this.options.partitions) {
+      throw new AgentError(
+        'HOTMEM_UNAVAILABLE',
+        'this kernel has no HotMem partitions (/dev/hotmem)',
+      );
+    }
+    return this.options.partitions;
+  }
+
+  private emit(body: AgentEventBody): void {
+    this.events.emit('event', { time: new Date().toISOString(), ...body } as AgentEvent);
+  }
+}
+
+export function summarizeMemory(views: PartitionView[]): MemorySummary {
+  const summary: MemorySummary = {
+    plugged: { blocks: 0, bytes: 0 },
+    bound: { blocks: 0, bytes: 0 },
+    free: { blocks: 0, bytes: 0 },
+    partitions: { empty: 0, free: 0, bound: 0, reclaiming: 0 },
+  };
+  for (const view of views) {
+    summary.partitions[view.state] += 1;
+    summary.plugged.blocks += view.nrBlocks;
+    summary.plugged.bytes += view.presentBytes;
+    if (view.state === 'bound' || view.state === 'free') {
+      summary[view.state].blocks += view.nrBlocks;
+      summary[view.state].bytes += view.presentBytes;
+    }
+  }
+  return summary;
+}
+
+const counter = (name: string, help: string, value: number): MetricFamily => ({
+  name,
+  help,
+  type: 'counter',
+  samples: [{ value }],
+});
+
+const gauge = (name: string, help: string, value: number): MetricFamily => ({
+  name,
+  help,
+  type: 'gauge',
+  samples: [{ value }],
+});

@@ -1,0 +1,125 @@
+/**
+ * A small client for the agent API, used by the CLI's --agent mode and by tests.
+ */
+import http from 'node:http';
+import type { AgentEvent, AgentHealth, MemorySummary, PartitionView } from './agent.js';
+import type { CreateInstanceRequest } from './schemas.js';
+import type { Endpoint } from './server.js';
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** A non-2xx answer; code and message come from the agent's {error: {code, message}}. */
+export class AgentRequestError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.name = 'AgentRequestError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class AgentClient {
+  private readonly endpoint: Endpoint;
+  private readonly timeoutMs: number;
+
+  constructor(endpoint: Endpoint, options: { timeoutMs?: number } = {}) {
+    this.endpoint = endpoint;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  health(): Promise<AgentHealth> {
+    return this.json('GET', '/v1/health') as Promise<AgentHealth>;
+  }
+
+  async partitions(): Promise<Array<PartitionView & { instance: string | null }>> {
+    return ((await this.json('GET', '/v1/partitions')) as { partitions: never }).partitions;
+  }
+
+  memory(): Promise<MemorySummary> {
+    return this.json('GET', '/v1/memory') as Promise<MemorySummary>;
+  }
+
+  createInstance(
+    request: CreateInstanceRequest,
+  ): Promise<{ id: string; pid: number; partition: number | null }> {
+    return this.json('POST', '/v1/instances', request) as Promise<never>;
+  }
+
+  /** Sends one request; resolves with the parsed JSON (or text) body of a 2xx answer. */
+  async json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+    const response = await this.send(method, path, body);
+    const text = await readAll(response);
+    const type = response.headers['content-type'] ?? '';
+    const parsed: unknown = type.startsWith('application/json') ? JSON.parse(text) : text;
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) return parsed;
+    const error = (parsed as { error?: { code?: string; message?: string } }).error;
+    throw new AgentRequestError(
+      status,
+      error?.code ?? 'UNKNOWN',
+      error?.message ?? `${method} ${path} -> ${status}`,
+    );
+  }
+
+  /**
+   * Subscribes to the event stream: resolves once the agent accepted the subscription, so no
+   * event after that point is missed. Leaving the loop closes the connection.
+   */
+  async events(): Promise<AsyncGenerator<AgentEvent>> {
+    const response = await this.send('GET', '/v1/events', undefined, false);
+    if (response.statusCode !== 200) {
+      throw new AgentRequestError(response.statusCode ?? 0, 'UNKNOWN', await readAll(response));
+    }
+    return ndjson(response);
+  }
+
+  private send(
+    method: string,
+    path: string,
+    body: unknown,
+    timeout = true,
+  ): Promise<http.IncomingMessage> {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const target =
+      'socketPath' in this.endpoint
+        ? { socketPath: this.endpoint.socketPath }
+        : { host: this.endpoint.host, port: this.endpoint.port };
+    const headers: http.OutgoingHttpHeaders = {
+      ...(data && { 'content-type': 'application/json', 'content-length': data.length }),
+      ...('token' in this.endpoint && { authorization: `Bearer ${this.endpoint.token}` }),
+    };
+    return new Promise((resolve, reject) => {
+      const request = http.request({ ...target, method, path, headers }, resolve);
+      request.on('error', reject);
+      if (timeout) {
+        request.setTimeout(this.timeoutMs, () => {
+          request.destroy(
+            new Error(`${method} ${path}: no answer from the agent in ${this.timeoutMs} ms`),
+          );
+        });
+      }
+      request.end(data);
+    });
+  }
+}
+
+async function readAll(stream: http.IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function* ndjson(response: http.IncomingMessage): AsyncGenerator<AgentEvent> {
+  let pending = '';
+  try {
+    for await (const chunk of response) {
+      const lines = (pending + (chunk as Buffer).toString('utf8')).split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) if (line) yield JSON.parse(line) as AgentEvent;
+    }
+  } finally {
+    response.destroy();
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Request validation at the API edge. Every size and count is bounded; a command is an argv
+ * array executed without a shell.
+ */
+import { z } from 'zod';
+import { CPU_WEIGHT_MAX, CPU_WEIGHT_MIN } from '../cgroup.js';
+import { AgentError } from './errors.js';
+
+export const LIMITS = {
+  bodyBytes: 256 * 1024,
+  commandArgs: 256,
+  argChars: 4_096,
+  envEntries: 256,
+  envNameChars: 256,
+  envValueChars: 32 * 1024,
+  pathChars: 4_096,
+  memoryBytesMin: 4 * 2 ** 20,
+  memoryBytesMax: 2 ** 40,
+  graceMsMax: 10 * 60 * 1000,
+} as const;
+
+const noNul = (value: string) => !value.includes('\0');
+
+const argument = z
+  .string()
+  .max(LIMITS.argChars, `at most ${LIMITS.argChars} characters`)
+  .refine(noNul, 'must not contain NUL');
+
+export const createInstanceSchema = z
+  .object({
+    command: z
+      .array(argument)
+      .min(1, 'at least the program is needed')
+      .max(LIMITS.commandArgs, `at most ${LIMITS.commandArgs} arguments`)
+      .refine((argv) => (argv[0] ?? '').length > 0, 'the program must not be empty'),
+    env: z
+      .record(
+        z
+          .string()
+          .max(LIMITS.envNameChars)
+          .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'names are [A-Za-z_][A-Za-z0-9_]*'),
+        z.string().max(LIMITS.envValueChars).refine(noNul, 'must not contain NUL'),
+      )
+      .refine(
+        (env) => Object.keys(env).length <= LIMITS.envEntries,
+        `at most ${LIMITS.envEntries} variables`,
+      )
+      .optional(),
+    cwd: z
+      .string()
+      .max(LIMITS.pathChars)
+      .refine((value) => value.startsWith('/'), 'must be an absolute path')
+      .refine(noNul, 'must not contain NUL')
+      .optional(),
+    memoryBytes: z
+      .number()
+      .int()
+      .min(LIMITS.memoryBytesMin, `at least ${LIMITS.memoryBytesMin} (4 MiB)`)
+      .max(LIMITS.memoryBytesMax, `at most ${LIMITS.memoryBytesMax} (1 TiB)`),
+    cpuWeight: z.number().int().min(CPU_WEIGHT_MIN).max(CPU_WEIGHT_MAX).optional(),
+  })
+  .strict();
+
+export type CreateInstanceRequest = z.infer<typeof createInstanceSchema>;
+
+export const stopInstanceSchema = z
+  .object({ graceMs: z.number().int().min(0).max(LIMITS.graceMsMax).optional() })
+  .strict();
+
+export type StopInstanceRequest = z.infer<typeof stopInstanceSchema>;
+
+/** Instance ids as the agent makes them; anything else cannot name an instance. */
+export const instanceIdSchema = z.string().regex(/^i-[0-9a-f]{12}$/, 'not an instance id');
+
+export function parseRequest<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const details = result.error.issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.length ? issue.path.join('.') : what}: ${issue.message}`)
+    .join('; ');
+  throw new AgentError('HOTMEM_INVALID_REQUEST', details);
+}

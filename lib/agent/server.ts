@@ -1,0 +1,311 @@
+/**
+ * The agent's HTTP/JSON API on node:http: a unix socket by default, or TCP with a bearer token.
+ * Routes, body limits and the error mapping live here; behaviour lives in Agent.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { isErrno } from '../cgroup.js';
+import type { Agent } from './agent.js';
+import { AgentError, toAgentError } from './errors.js';
+import { createInstanceSchema, LIMITS, parseRequest, stopInstanceSchema } from './schemas.js';
+
+export const DEFAULT_SOCKET_PATH = '/run/hotmem/agent.sock';
+
+export type Endpoint = { socketPath: string } | { host: string; port: number; token: string };
+
+export interface AgentServerOptions {
+  agent: Agent;
+  logger: Logger;
+  endpoint: Endpoint;
+}
+
+interface RouteContext {
+  request: http.IncomingMessage;
+  response: http.ServerResponse;
+  params: string[];
+}
+
+interface Route {
+  pattern: RegExp;
+  methods: Partial<Record<'GET' | 'POST', (context: RouteContext) => Promise<void>>>;
+}
+
+export class AgentServer {
+  private readonly server: http.Server;
+  private readonly agent: Agent;
+  private readonly logger: Logger;
+  private readonly endpoint: Endpoint;
+  private readonly routes: Route[];
+  private readonly streams = new Set<http.ServerResponse>();
+
+  private constructor(options: AgentServerOptions) {
+    this.agent = options.agent;
+    this.logger = options.logger;
+    this.endpoint = options.endpoint;
+    this.routes = this.buildRoutes();
+    this.server = http.createServer((request, response) => {
+      void this.handle(request, response);
+    });
+  }
+
+  static async listen(options: AgentServerOptions): Promise<AgentServer> {
+    const server = new AgentServer(options);
+    await server.start();
+    return server;
+  }
+
+  /** The socket path, or host:port with the port actually bound. */
+  get address(): string {
+    if ('socketPath' in this.endpoint) return this.endpoint.socketPath;
+    const bound = this.server.address() as net.AddressInfo;
+    return `${this.endpoint.host}:${bound.port}`;
+  }
+
+  /** Stops accepting connections, ends event streams, waits for requests in flight. */
+  async close(): Promise<void> {
+    for (const stream of this.streams) stream.end();
+    this.streams.clear();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    await closed;
+    if ('socketPath' in this.endpoint) await unlink(this.endpoint.socketPath).catch(() => {});
+  }
+
+  private async start(): Promise<void> {
+    if ('socketPath' in this.endpoint) {
+      const { socketPath } = this.endpoint;
+      await mkdir(path.dirname(socketPath), { recursive: true });
+      await removeStaleSocket(socketPath);
+      await this.listenOn({ path: socketPath });
+      // Whoever can connect can start processes: owner only.
+      await chmod(socketPath, 0o600);
+    } else {
+      if (this.endpoint.token.length === 0)
+        throw new Error('a TCP listener needs a non-empty token');
+      await this.listenOn({ port: this.endpoint.port, host: this.endpoint.host });
+    }
+    this.logger.info({ address: this.address }, 'agent API listening');
+  }
+
+  private listenOn(options: net.ListenOptions): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(options, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  private buildRoutes(): Route[] {
+    const agent = this.agent;
+    return [
+      {
+        pattern: /^\/v1\/health$/,
+        methods: { GET: async ({ response }) => sendJson(response, 200, agent.health()) },
+      },
+      {
+        pattern: /^\/v1\/instances$/,
+        methods: {
+          GET: async ({ response }) =>
+            sendJson(response, 200, { instances: agent.listInstances() }),
+          POST: async ({ request, response }) => {
+            const body = parseRequest(createInstanceSchema, await readJson(request), 'body');
+            const instance = await agent.createInstance(body);
+            response.setHeader('location', `/v1/instances/${instance.id}`);
+            sendJson(response, 201, {
+              id: instance.id,
+              pid: instance.pid,
+              partition: instance.partition,
+            });
+          },
+        },
+      },
+      {
+        pattern: /^\/v1\/instances\/([^/]+)$/,
+        methods: {
+          GET: async ({ response, params }) => {
+            const instance = agent.getInstance(params[0] as string);
+            sendJson(response, 200, {
+              ...instance.summary(),
+              output: {
+                stdout: instance.stdout?.toString() ?? null,
+                stderr: instance.stderr?.toString() ?? null,
+              },
+            });
+          },
+        },
+      },
+      {
+        pattern: /^\/v1\/instances\/([^/]+)\/stop$/,
+        methods: {
+          POST: async ({ request, response, params }) => {
+            const body = parseRequest(stopInstanceSchema, (await readJson(request)) ?? {}, 'body');
+            sendJson(response, 200, await agent.stopInstance(params[0] as string, body.graceMs));
+          },
+        },
+      },
+      {
+        pattern: /^\/v1\/partitions$/,
+        methods: {
+          GET: async ({ response }) =>
+            sendJson(response, 200, { partitions: await agent.partitions() }),
+        },
+      },
+      {
+        pattern: /^\/v1\/memory$/,
+        methods: { GET: async ({ response }) => sendJson(response, 200, await agent.memory()) },
+      },
+      {
+        pattern: /^\/v1\/events$/,
+        methods: { GET: async ({ request, response }) => this.streamEvents(request, response) },
+      },
+      {
+        pattern: /^\/metrics$/,
+        methods: {
+          GET: async ({ response }) => {
+            const text = await agent.metrics();
+            response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+            response.end(text);
+          },
+        },
+      },
+    ];
+  }
+
+  private async handle(request: http.IncomingMessage, response: http.ServerResponse) {
+    const started = process.hrtime.bigint();
+    try {
+      this.authorize(request);
+      const url = new URL(request.url ?? '/', 'http://agent');
+      const route = this.routes.find((candidate) => candidate.pattern.test(url.pathname));
+      if (!route) throw new AgentError('HOTMEM_NOT_FOUND', `no route ${url.pathname}`);
+      const handler = route.methods[request.method as 'GET' | 'POST'];
+      if (!handler) {
+        response.setHeader('allow', Object.keys(route.methods).join(', '));
+        throw new AgentError(
+          'HOTMEM_METHOD_NOT_ALLOWED',
+          `${request.method} is not allowed on ${url.pathname}`,
+        );
+      }
+      const params = (route.pattern.exec(url.pathname) ?? []).slice(1).map(decodeURIComponent);
+      await handler({ request, response, params });
+    } catch (caught) {
+      const error = toAgentError(caught);
+      if (error.code === 'HOTMEM_INTERNAL') {
+        this.logger.error(
+          { err: caught, method: request.method, url: request.url },
+          'request failed',
+        );
+      }
+      if (response.headersSent) {
+        response.destroy();
+      } else {
+        sendJson(response, error.statusCode, error.toBody());
+      }
+    } finally {
+      this.logger.debug(
+        {
+          method: request.method,
+          url: request.url,
+          status: response.statusCode,
+          ms: Number(process.hrtime.bigint() - started) / 1e6,
+        },
+        'request',
+      );
+    }
+  }
+
+  private authorize(request: http.IncomingMessage): void {
+    if ('socketPath' in this.endpoint) return;
+    const header = request.headers.authorization ?? '';
+    const presented = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
+    // Hashing makes the lengths equal, as timingSafeEqual requires, without leaking the length.
+    const digest = (text: string) => createHash('sha256').update(text).digest();
+    if (!presented || !timingSafeEqual(digest(presented), digest(this.endpoint.token))) {
+      throw new AgentError('HOTMEM_UNAUTHORIZED', 'missing or wrong bearer token');
+    }
+  }
+
+  /** NDJSON: one event per line, from the moment of the request, until either side closes. */
+  private async streamEvents(request: http.IncomingMessage, response: http.ServerResponse) {
+    response.writeHead(200, {
+      'content-type': 'application/x-ndjson',
+      'cache-control': 'no-store',
+    });
+    response.flushHeaders();
+    this.streams.add(response);
+    const unsubscribe = this.agent.subscribe((event) => {
+      response.write(`${JSON.stringify(event)}\n`);
+    });
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        unsubscribe();
+        this.streams.delete(response);
+        resolve();
+      };
+      request.once('close', done);
+      response.once('close', done);
+    });
+  }
+}
+
+function sendJson(response: http.ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  response.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+  });
+  response.end(text);
+}
+
+/** The parsed JSON body, or undefined for an empty one. */
+async function readJson(request: http.IncomingMessage): Promise<unknown> {
+  const declared = Number(request.headers['content-length'] ?? 0);
+  if (declared > LIMITS.bodyBytes) throw bodyTooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    size += (chunk as Buffer).length;
+    if (size > LIMITS.bodyBytes) throw bodyTooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return undefined;
+  const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new AgentError(
+      'HOTMEM_UNSUPPORTED_MEDIA_TYPE',
+      `expected application/json, got '${type || 'none'}'`,
+    );
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (error) {
+    throw new AgentError('HOTMEM_INVALID_JSON', `body is not JSON: ${(error as Error).message}`);
+  }
+}
+
+const bodyTooLarge = () =>
+  new AgentError('HOTMEM_BODY_TOO_LARGE', `the body exceeds ${LIMITS.bodyBytes} bytes`);
+
+/** A socket file nobody listens on (left by a killed agent) is removed; a live one is an error. */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`another agent is listening on ${socketPath}`);
+  try {
+    await unlink(socketPath);
+  } catch (error) {
+    if (!isErrno(error, 'ENOENT')) throw error;
+  }
+}
