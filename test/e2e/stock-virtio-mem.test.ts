@@ -65,7 +65,7 @@ describe('stock virtio-mem (blocks onlined movable)', () => {
   it('unplugs while a process holds most of the plugged memory, migrating its pages', async () => {
     await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
     // Movable allocations prefer ZONE_MOVABLE, so the hog's pages land in the plugged blocks.
-    const hog = await g.guest.spawn([GUEST_MEMHOG, String((0.6 * PLUG) / MiB)], {
+    const hog = await g.guest.spawn([GUEST_MEMHOG, String(Math.round((0.6 * PLUG) / MiB))], {
       waitFor: 'memhog ready',
     });
     const before = await vmstat(g.guest);
