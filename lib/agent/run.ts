@@ -1,0 +1,146 @@
+/**
+ * `hotmem agent`: wires the real dependencies (kernel device, memory blocks, partition manager,
+ * launcher, pidfds, subreaper) into an Agent, serves it, and shuts down in order on SIGTERM or
+ * SIGINT: stop instances newest first, reclaim, close, flush the log.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { binding, launcherPath } from '../binding.js';
+import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
+import { HotMemDevice } from '../hotmem-device.js';
+import type { Launcher, Pidfds } from '../instance/instance.js';
+import type { LoggerHandle } from '../log.js';
+import { MemoryBlocks } from '../memory-blocks.js';
+import { PartitionManager } from '../partition-manager.js';
+import { pidfdOpen, pidfdSendSignal, reapOrphans, setChildSubreaper } from '../process.js';
+import { Agent, DEFAULT_STATE_DIR, type PartitionSource, type Reaper } from './agent.js';
+import { AgentServer, DEFAULT_SOCKET_PATH, type Endpoint } from './server.js';
+
+export interface RunAgentOptions {
+  /** Prefix for /sys and /dev (tests, chroots). */
+  root: string;
+  socketPath?: string;
+  /** TCP instead of the unix socket; needs tokenFile. */
+  listen?: { host: string; port: number };
+  tokenFile?: string;
+  cgroupRoot?: string;
+  stateDir?: string;
+}
+
+/** Resolves once the agent has shut down after SIGTERM or SIGINT. */
+export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Promise<void> {
+  const { logger } = log;
+  const endpoint = await resolveEndpoint(options);
+  const native = nativeProcessSupport(logger);
+  const hotmem = openHotMem(options.root, logger);
+  const launcher = hotmem ? findLauncher(logger) : null;
+  const agent = new Agent({
+    partitions: hotmem?.source ?? null,
+    cgroups: new CgroupTree(options.cgroupRoot ?? DEFAULT_CGROUP_ROOT),
+    launcher,
+    pidfds: native?.pidfds ?? null,
+    reaper: native?.reaper ?? null,
+    logger,
+    stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
+  });
+  let server: AgentServer | undefined;
+  try {
+    await agent.start();
+    server = await AgentServer.listen({ agent, logger, endpoint });
+    const signal = await waitForSignal(['SIGTERM', 'SIGINT']);
+    logger.info({ signal }, 'shutdown requested');
+  } finally {
+    await agent.shutdown();
+    await server?.close();
+    hotmem?.close();
+    log.flush();
+  }
+}
+
+async function resolveEndpoint(options: RunAgentOptions): Promise<Endpoint> {
+  if (!options.listen) return { socketPath: options.socketPath ?? DEFAULT_SOCKET_PATH };
+  if (!options.tokenFile) throw new Error('--listen needs --token-file');
+  const token = (await readFile(options.tokenFile, 'utf8')).trim();
+  if (token.length < 16) {
+    throw new Error(`${options.tokenFile}: the token must have at least 16 characters`);
+  }
+  return { ...options.listen, token };
+}
+
+function nativeProcessSupport(logger: Logger): { pidfds: Pidfds; reaper: Reaper } | null {
+  try {
+    binding();
+  } catch (error) {
+    logger.warn({ err: error }, 'native addon unavailable: signals by pid, no subreaper');
+    return null;
+  }
+  return {
+    pidfds: { pidfdOpen, pidfdSendSignal },
+    reaper: { setChildSubreaper, reapOrphans },
+  };
+}
+
+function findLauncher(logger: Logger): Launcher | null {
+  try {
+    return { path: launcherPath() };
+  } catch (error) {
+    logger.warn({ err: error }, 'hotmem-exec not found');
+    return null;
+  }
+}
+
+function openHotMem(
+  root: string,
+  logger: Logger,
+): { source: PartitionSource; close(): void } | null {
+  if (!HotMemDevice.available({ root })) {
+    logger.warn({ root }, 'no usable /dev/hotmem: HotMem unavailable, instances run unbound');
+    return null;
+  }
+  const device = HotMemDevice.open({ root });
+  // The agent decides when to reclaim, so that every reclaim is timed and reported once.
+  const manager = new PartitionManager({
+    blocks: new MemoryBlocks({ root }),
+    device,
+    logger,
+    autoReclaim: false,
+  });
+  const source: PartitionSource = {
+    init: () => manager.init(),
+    async acquire(bytes, acquireOptions) {
+      const acquired = await manager.acquire(bytes, acquireOptions);
+      return {
+        partition: acquired.partition,
+        bytes: acquired.bytes,
+        blocks: acquired.blocks.length,
+      };
+    },
+    reclaim: (partition) => manager.reclaim(partition),
+    partitions: async () => (await manager.status()).partitions,
+    onReleased(listener) {
+      const forward = ({ partition }: { partition: number }) => listener(partition);
+      manager.on('released', forward);
+      return () => manager.off('released', forward);
+    },
+  };
+  return {
+    source,
+    close() {
+      manager.close();
+      device.close();
+    },
+  };
+}
+
+function waitForSignal(signals: NodeJS.Signals[]): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        for (const [name, registered] of handlers) process.off(name, registered);
+        resolve(signal);
+      };
+      process.on(signal, handler);
+      return [signal, handler] as const;
+    });
+  });
+}
