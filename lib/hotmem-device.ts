@@ -49,6 +49,12 @@ export type HotMemEvent = {
   data: number;
 };
 
+export interface HotMemDeviceEvents {
+  event: [HotMemEvent];
+  /** The event stream failed; no more events arrive. */
+  error: [Error];
+}
+
 export interface DeviceOptions {
   /** Prefix of /dev/hotmem (default '/'), for tests. */
   root?: string;
@@ -135,19 +141,21 @@ export function devicePath(opts: DeviceOptions = {}): string {
  * queues events per open file from its open on); it keeps the process alive unless unref()'d.
  * 'error' is emitted if the stream fails, after which no more events arrive.
  */
-export class HotMemDevice extends EventEmitter {
+export class HotMemDevice extends EventEmitter<HotMemDeviceEvents> {
   readonly #native: NativeHotMemDevice;
   #closed = false;
 
   private constructor(native: NativeHotMemDevice) {
     super();
     this.#native = native;
-    this.on('newListener', (event) => {
+    // Listener bookkeeping events are not part of the typed map.
+    const emitter = this as EventEmitter;
+    emitter.on('newListener', (event) => {
       if (event === 'event' && this.listenerCount('event') === 0 && !this.#closed) {
         this.#native.watchEvents((error, events) => this.#deliver(error, events));
       }
     });
-    this.on('removeListener', (event) => {
+    emitter.on('removeListener', (event) => {
       if (event === 'event' && this.listenerCount('event') === 0) this.#native.unwatchEvents();
     });
   }

@@ -69,7 +69,20 @@ export interface ManagerStatus {
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_BACKOFF = { initialMs: 10, maxMs: 1_000 };
 
-export class PartitionManager extends EventEmitter {
+export interface PartitionManagerEvents {
+  /** The last process bound to the partition is gone. */
+  released: [{ partition: number }];
+  /** A reclaim this manager ran (on request or after a release) finished. */
+  reclaimed: [ReclaimReport];
+  /** An automatic reclaim failed; the partition stays populated. */
+  reclaimFailed: [{ partition: number; error: unknown }];
+  /** The partition ran out of memory and the kernel killed pid. */
+  oom: [{ partition: number; pid: number }];
+  /** The kernel dropped events: releases may have gone unseen. */
+  overflow: [{ dropped: number }];
+}
+
+export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
   readonly #blocks: BlockSource;
   readonly #device: PartitionDevice;
   readonly #log: Logger;
