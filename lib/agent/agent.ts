@@ -13,6 +13,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { CgroupTree } from '../cgroup.js';
+import type { PartitionInfo, PartitionState, ReclaimReport } from '../hotmem-device.js';
 import { CleanupStack } from '../instance/cleanup-stack.js';
 import {
   DEFAULT_STOP_GRACE_MS,
@@ -33,28 +34,20 @@ const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
 /** Exited instances stay listed (with their exit status) until this many newer ones exited. */
 const DEFAULT_RETAIN_EXITED = 256;
 
-export type PartitionState = 'empty' | 'free' | 'bound' | 'reclaiming';
 const PARTITION_STATES: readonly PartitionState[] = ['empty', 'free', 'bound', 'reclaiming'];
 
-/** What the agent reads of a partition (a subset of hotmem-device's PartitionInfo). */
-export interface PartitionView {
-  id: number;
-  state: PartitionState;
-  nrBlocks: number;
-  presentBytes: number;
-  freeBytes: number;
-  boundMms: number;
-  spilledPages: number;
-  oomKills: number;
-}
-
-export interface ReclaimReport {
-  partition: number;
-  blocks: number;
-  bytes: number;
-  durationNs: bigint | number;
-  pagesMigrated: number;
-}
+/** What the agent reads of a partition. */
+export type PartitionView = Pick<
+  PartitionInfo,
+  | 'id'
+  | 'state'
+  | 'nrBlocks'
+  | 'presentBytes'
+  | 'freeBytes'
+  | 'boundMms'
+  | 'spilledPages'
+  | 'oomKills'
+>;
 
 export interface PartitionLease {
   partition: number;

@@ -1,11 +1,7 @@
 // A fake partition manager for agent unit tests: no kernel behind it. It hands out partitions
 // from a fixed table, and the test plays the kernel by calling release().
-import type {
-  PartitionLease,
-  PartitionSource,
-  PartitionView,
-  ReclaimReport,
-} from '../../../lib/agent/agent.js';
+import type { PartitionLease, PartitionSource, PartitionView } from '../../../lib/agent/agent.js';
+import type { ReclaimReport } from '../../../lib/hotmem-device.js';
 
 export const FAKE_BLOCK_BYTES = 128 * 2 ** 20;
 

@@ -1,0 +1,69 @@
+/**
+ * The public API of the hotmem package. Nothing here loads the native addon: that happens on the
+ * first call that needs the kernel.
+ */
+export {
+  Agent,
+  type AgentEvent,
+  type AgentHealth,
+  type AgentOptions,
+  type MemorySummary,
+  type PartitionLease,
+  type PartitionSource,
+  type PartitionView,
+  type Reaper,
+} from './agent/agent.js';
+export { AgentClient, AgentRequestError } from './agent/client.js';
+export { AGENT_ERRORS, AgentError, type AgentErrorCode } from './agent/errors.js';
+export { type RunAgentOptions, runAgent } from './agent/run.js';
+export { type CreateInstanceRequest, LIMITS as AGENT_LIMITS } from './agent/schemas.js';
+export { AgentServer, type AgentServerOptions, type Endpoint } from './agent/server.js';
+export { launcherPath } from './binding.js';
+export { type CgroupLimits, CgroupTree, InstanceCgroup } from './cgroup.js';
+export { HotMemError, type HotMemErrorCode, isErrnoError } from './errors.js';
+export {
+  HotMemDevice,
+  type HotMemEvent,
+  type HotMemEventType,
+  HotMemSysfs,
+  type PartitionInfo,
+  type PartitionState,
+  type ReclaimReport,
+} from './hotmem-device.js';
+export { CleanupStack } from './instance/cleanup-stack.js';
+export {
+  Instance,
+  type InstanceEnvironment,
+  type InstanceExit,
+  type InstanceSpec,
+  type InstanceSummary,
+  type Launcher,
+  type Pidfds,
+  SpawnError,
+} from './instance/instance.js';
+export { OutputRing } from './instance/output-ring.js';
+export { createLogger, type Logger, type LoggerHandle, type LoggerOptions } from './log.js';
+export { type MemoryBlock, MemoryBlocks, type OnlineTarget } from './memory-blocks.js';
+export {
+  type Acquired,
+  type ManagerStatus,
+  PartitionManager,
+  type PartitionManagerOptions,
+} from './partition-manager.js';
+export {
+  closeFd,
+  pidfdOpen,
+  pidfdSendSignal,
+  type ReapedProcess,
+  reapOrphans,
+  setChildSubreaper,
+} from './process.js';
+export {
+  CloudHypervisorApiError,
+  CloudHypervisorClient,
+  CloudHypervisorTimeoutError,
+  type VmCounters,
+  type VmInfo,
+  type VmmPing,
+} from './vmm/cloud-hypervisor.js';
+export { QmpClient, QmpCommandError, QmpConnectionError, VirtioMemDevice } from './vmm/qemu.js';
