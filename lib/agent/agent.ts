@@ -196,6 +196,7 @@ export class Agent {
       this.logger.warn('HotMem is available but hotmem-exec is not: instances will run unbound');
     }
     await this.adoptSurvivors();
+    await this.reclaimUnused();
     this.logger.info(
       { hotmem: partitions !== null, binding: this.bindsInstances ? 'bound' : 'unbound' },
       'agent started',
@@ -380,14 +381,28 @@ export class Agent {
     const newestFirst = this.runningInstances().reverse();
     this.logger.info({ instances: newestFirst.length }, 'shutting down');
     for (const instance of newestFirst) await instance.stop(grace);
-    const { partitions } = this.options;
-    if (partitions && this.options.reclaimOnRelease !== false) {
-      const free = (await partitions.partitions()).filter((view) => view.state === 'free');
-      await Promise.all(free.map((view) => this.reclaim(view.id)));
-    }
+    await this.reclaimUnused();
     await Promise.all(this.reclaims.values());
     for (const dispose of this.disposers.splice(0)) dispose();
     this.logger.info('agent stopped');
+  }
+
+  /**
+   * Reclaims every populated partition no running instance holds: left free by instances that
+   * ended while no agent was watching, or by those just stopped at shutdown.
+   */
+  private async reclaimUnused(): Promise<void> {
+    const { partitions } = this.options;
+    if (!partitions || this.options.reclaimOnRelease === false) return;
+    const held = new Set(
+      this.runningInstances()
+        .map((instance) => instance.partition)
+        .filter((partition) => partition !== null),
+    );
+    const unused = (await partitions.partitions()).filter(
+      (view) => view.state === 'free' && !held.has(view.id),
+    );
+    await Promise.all(unused.map((view) => this.reclaim(view.id)));
   }
 
   private async acquire(source: PartitionSource, bytes: number): Promise<PartitionLease> {

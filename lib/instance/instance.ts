@@ -299,7 +299,8 @@ export class Instance {
       this.stopRequested = true;
       this.stateValue = 'stopping';
       this.env.logger.info({ graceMs }, 'stopping instance');
-      this.signal(osConstants.signals.SIGTERM);
+      // It may have exited since the state check; its exit is then already on its way.
+      this.trySignal(osConstants.signals.SIGTERM);
       const timer = sleep(graceMs, 'timeout' as const, { ref: false });
       if ((await Promise.race([this.exited, timer])) === 'timeout') {
         this.env.logger.warn({ graceMs }, 'instance ignored SIGTERM, killing it');

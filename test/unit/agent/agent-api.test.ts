@@ -277,6 +277,14 @@ describe('agent API with partitions (fake partition manager, stand-in launcher)'
     expect(metrics).toContain('hotmem_instances_exited_total 1\n');
   });
 
+  it('reclaims at start a partition left populated and unbound', async () => {
+    const partitions = new FakePartitionManager();
+    await partitions.acquire(8 * MiB, { timeoutMs: 0 }); // an instance that never started
+    harness = await startHarness({ partitions });
+    expect(partitions.calls).toEqual([`acquire ${8 * MiB}`, 'init', 'reclaim 0']);
+    expect((await harness.client.partitions())[0]).toMatchObject({ state: 'empty' });
+  });
+
   it('answers HOTMEM_NO_PARTITION when none can be populated in time', async () => {
     const partitions = new FakePartitionManager(1);
     harness = await startHarness({ partitions, acquireTimeoutMs: 100 });
