@@ -134,8 +134,31 @@ void DeviceEvents::Deliver(int errnum, const std::string& syscall) {
     }
   }
 
+  bool failed = errnum != 0 || ended;
+  if (records.empty() && !failed) return;
+
+  // After a failure the watch is over before listeners hear of it, so they may start a new one.
+  // Stop() leaves the callback and async context alone while delivering_ is set.
+  delivering_ = true;
+  if (failed) Stop();
   Napi::Env env = env_;
-  Napi::HandleScope scope(env);
+  try {
+    Napi::HandleScope scope(env);
+    try {
+      CallJs(env, records, errnum, failed_syscall, ended);
+    } catch (const Napi::Error& thrown) {
+      // A throwing listener is an uncaught exception, as for any other event source.
+      napi_fatal_exception(env, thrown.Value());
+    }
+  } catch (const Napi::Error&) {
+    // No handle scope: the environment is shutting down and nobody is left to tell.
+  }
+  delivering_ = false;
+  if (stopped_) ReleaseJsState();
+}
+
+void DeviceEvents::CallJs(Napi::Env env, const std::vector<struct hotmem_event>& records,
+                          int errnum, const std::string& failed_syscall, bool ended) {
   Napi::Value error = env.Null();
   if (errnum != 0) {
     error = ErrnoError(env, errnum, failed_syscall, path_).Value();
@@ -153,20 +176,7 @@ void DeviceEvents::Deliver(int errnum, const std::string& syscall) {
     object.Set("data", Napi::BigInt::New(env, static_cast<uint64_t>(record.data)));
     array.Set(i, object);
   }
-  if (records.empty() && error.IsNull()) return;
-
-  // After an error the watch is over before listeners hear of it, so they may start a new one.
-  // Stop() leaves the callback and async context alone while delivering_ is set.
-  delivering_ = true;
-  if (!error.IsNull()) Stop();
-  try {
-    callback_.Value().MakeCallback(env.Global(), {error, array}, *async_context_);
-  } catch (const Napi::Error& thrown) {
-    // A throwing listener is an uncaught exception, as for any other event source.
-    napi_fatal_exception(env, thrown.Value());
-  }
-  delivering_ = false;
-  if (stopped_) ReleaseJsState();
+  callback_.Value().MakeCallback(env.Global(), {error, array}, *async_context_);
 }
 
 }  // namespace hotmem

@@ -7,8 +7,11 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <linux/hotmem.h>
+
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace hotmem {
 
@@ -33,6 +36,8 @@ class DeviceEvents {
   static void OnEnvTeardown(void* self);
 
   void Deliver(int errnum, const std::string& syscall);
+  void CallJs(Napi::Env env, const std::vector<struct hotmem_event>& records, int errnum,
+              const std::string& failed_syscall, bool ended);
   void ReleaseJsState();
 
   Napi::Env env_;
