@@ -24,7 +24,9 @@ export interface PartitionDevice {
   setFlags(partition: number, flags: { spill?: boolean; autoReclaim?: boolean }): void;
   reclaim(partition: number): Promise<ReclaimReport>;
   on(event: 'event', listener: (event: HotMemEvent) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
   off(event: 'event', listener: (event: HotMemEvent) => void): unknown;
+  off(event: 'error', listener: (error: Error) => void): unknown;
 }
 
 export interface PartitionManagerOptions {
@@ -80,6 +82,8 @@ export interface PartitionManagerEvents {
   oom: [{ partition: number; pid: number }];
   /** The kernel dropped events: releases may have gone unseen. */
   overflow: [{ dropped: number }];
+  /** The device's event stream failed: no more releases will be seen. */
+  streamError: [{ error: Error }];
 }
 
 export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
@@ -96,6 +100,10 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
   readonly #claimedBlocks = new Set<number>();
   readonly #reclaiming = new Map<number, Promise<ReclaimReport>>();
   readonly #onEvent = (event: HotMemEvent) => this.#handleEvent(event);
+  readonly #onStreamError = (error: Error) => {
+    this.#log.error({ err: error }, 'event stream failed; released partitions go unnoticed');
+    this.emit('streamError', { error });
+  };
   #listening = false;
 
   constructor(opts: PartitionManagerOptions) {
@@ -117,6 +125,7 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
   async init(): Promise<void> {
     if (!this.#listening) {
       this.#device.on('event', this.#onEvent);
+      this.#device.on('error', this.#onStreamError);
       this.#listening = true;
     }
     const blocks = await this.#blocks.list();
@@ -141,7 +150,10 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
 
   /** Stops following the device's events. */
   close(): void {
-    if (this.#listening) this.#device.off('event', this.#onEvent);
+    if (this.#listening) {
+      this.#device.off('event', this.#onEvent);
+      this.#device.off('error', this.#onStreamError);
+    }
     this.#listening = false;
   }
 

@@ -213,6 +213,19 @@ describe('PartitionManager release and reclaim (fake kernel)', () => {
   });
 });
 
+describe('PartitionManager and a failing event stream (fake kernel)', () => {
+  it('reports the failure as streamError instead of crashing, and detaches on close', async () => {
+    const { kernel, manager } = setup();
+    await manager.init();
+    const failed = once(manager, 'streamError');
+    const error = new Error('EIO: i/o error, read');
+    kernel.emit('error', error);
+    expect(await failed).toEqual([{ error }]);
+    manager.close();
+    expect(kernel.listenerCount('event') + kernel.listenerCount('error')).toBe(0);
+  });
+});
+
 describe('PartitionManager.init after a restart (fake kernel)', () => {
   it('keeps bound partitions, reclaims leftover free ones and never reuses either', async () => {
     const { kernel } = setup();
