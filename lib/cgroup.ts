@@ -62,6 +62,9 @@ export class CgroupTree {
   async create(name: string, limits: CgroupLimits): Promise<InstanceCgroup> {
     const group = this.open(name);
     await mkdir(group.path);
+    // The kernel creates the interface files on mkdir; in a plain directory (unit tests) the one
+    // a process opens to join (cgroup.procs, opened without O_CREAT) is laid out here.
+    if (!(await this.isCgroupFs())) await writeFile(path.join(group.path, 'cgroup.procs'), '');
     try {
       await group.setLimits(limits);
     } catch (error) {

@@ -203,24 +203,27 @@ export class Instance {
         detached: true,
       });
       env.onSpawn?.(child);
+      // Listen before the first await: a short command can exit, and its output end, meanwhile.
+      const bytes = env.outputBytes ?? DEFAULT_OUTPUT_BYTES;
+      const output = {
+        stdout: new OutputRing(bytes, (line) => logger.info({ stream: 'stdout' }, line)),
+        stderr: new OutputRing(bytes, (line) => logger.info({ stream: 'stderr' }, line)),
+      };
+      const ended = watchChild(child, output);
       const pid = await spawned(child, spec.command[0] as string);
       let pidfd: number | null = null;
       try {
         pidfd = env.pidfds ? env.pidfds.pidfdOpen(pid) : null;
-        if (env.launcher === null) await cgroup.addProcess(pid);
+        if (env.launcher === null) await joinUnlessGone(cgroup, pid);
       } catch (error) {
-        await killAndWait(child);
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await ended.exit;
         if (pidfd !== null) closeSync(pidfd);
         throw error;
       }
       const fd = pidfd;
       if (fd !== null) cleanup.push('close pidfd', () => closeSync(fd));
 
-      const bytes = env.outputBytes ?? DEFAULT_OUTPUT_BYTES;
-      const output = {
-        stdout: new OutputRing(bytes, (line) => logger.info({ stream: 'stdout' }, line)),
-        stderr: new OutputRing(bytes, (line) => logger.info({ stream: 'stderr' }, line)),
-      };
       const instance = new Instance(
         { spec, pid, startedAt: new Date().toISOString(), adopted: false, output },
         cgroup,
@@ -228,7 +231,8 @@ export class Instance {
         cleanup,
         { ...env, logger },
       );
-      instance.attachChild(child, output);
+      instance.outputClosed = ended.outputClosed;
+      void ended.exit.then((status) => instance.finish(status));
       logger.info({ pid, partition: spec.partition, command: spec.command }, 'instance started');
       return instance;
     } catch (error) {
@@ -323,19 +327,6 @@ export class Instance {
       adopted: this.adopted,
       exit: this.exitValue,
     };
-  }
-
-  private attachChild(child: ChildProcess, output: { stdout: OutputRing; stderr: OutputRing }) {
-    child.stdout?.on('data', (chunk: Buffer) => output.stdout.write(chunk));
-    child.stdout?.on('end', () => output.stdout.end());
-    child.stderr?.on('data', (chunk: Buffer) => output.stderr.write(chunk));
-    child.stderr?.on('end', () => output.stderr.end());
-    const closed = (stream: NodeJS.ReadableStream | null) =>
-      stream ? new Promise((resolve) => stream.once('close', resolve)) : Promise.resolve();
-    this.outputClosed = Promise.all([closed(child.stdout), closed(child.stderr)]);
-    child.once('exit', (code, signal) => {
-      void this.finish({ code, signal });
-    });
   }
 
   private watchAdopted(alreadyGone: boolean): void {
@@ -462,11 +453,39 @@ function spawned(child: ChildProcess, program: string): Promise<number> {
   });
 }
 
-async function killAndWait(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGKILL');
-  await exited;
+interface ChildStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Feeds the child's output into the rings; settles on its exit and on its pipes' close. */
+function watchChild(
+  child: ChildProcess,
+  output: { stdout: OutputRing; stderr: OutputRing },
+): { exit: Promise<ChildStatus>; outputClosed: Promise<unknown> } {
+  const pipe = (stream: NodeJS.ReadableStream | null, ring: OutputRing) => {
+    if (!stream) return Promise.resolve();
+    stream.on('data', (chunk: Buffer) => ring.write(chunk));
+    stream.on('end', () => ring.end());
+    return new Promise((resolve) => stream.once('close', resolve));
+  };
+  const outputClosed = Promise.all([
+    pipe(child.stdout, output.stdout),
+    pipe(child.stderr, output.stderr),
+  ]);
+  const exit = new Promise<ChildStatus>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return { exit, outputClosed };
+}
+
+/** Unbound mode moves the process in after spawn; one that already exited cannot be moved. */
+async function joinUnlessGone(cgroup: InstanceCgroup, pid: number): Promise<void> {
+  try {
+    await cgroup.addProcess(pid);
+  } catch (error) {
+    if (!isErrno(error, 'ESRCH')) throw error;
+  }
 }
 
 /** A live process: one that exists and is not a zombie waiting for its parent to reap it. */

@@ -4,6 +4,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { launcherPath } from '../../lib/binding.js';
 import { CgroupTree } from '../../lib/cgroup.js';
 import { CleanupStack } from '../../lib/instance/cleanup-stack.js';
 import {
@@ -163,6 +164,39 @@ describe('Instance.start (unbound mode)', () => {
       'echo',
       'bound',
     ]);
+  });
+});
+
+describe('Instance.start with hotmem-exec (no partition: no HotMem kernel here)', () => {
+  it('joins the cgroup in the launcher, before exec', async () => {
+    env = { ...env, launcher: { path: launcherPath() } };
+    const instance = await start(spec('i-exec', ['echo', 'launched']));
+    expect(await instance.exited).toMatchObject({ code: 0, reason: 'exited' });
+    expect(instance.stdout?.toString()).toBe('launched\n');
+  });
+
+  it("records the launcher's exec failure as exit code 127", async () => {
+    env = { ...env, launcher: { path: launcherPath() } };
+    const instance = await start(spec('i-noexec', [path.join(dir, 'missing')]));
+    expect(await instance.exited).toMatchObject({ code: 127 });
+    expect(instance.stderr?.toString()).toMatch(/hotmem-exec: .*missing/);
+    expect(await env.cgroups.list()).toEqual([]);
+  });
+
+  it('records a cgroup the launcher cannot join as exit code 126', async () => {
+    env = { ...env, launcher: { path: launcherPath() } };
+    // cgroup.procs as a directory: the launcher's open for writing fails.
+    const cgroups = env.cgroups;
+    const create = cgroups.create.bind(cgroups);
+    cgroups.create = async (name, limits) => {
+      const group = await create(name, limits);
+      await rm(path.join(group.path, 'cgroup.procs'));
+      await mkdir(path.join(group.path, 'cgroup.procs'));
+      return group;
+    };
+    const instance = await start(spec('i-nojoin', ['true']));
+    expect(await instance.exited).toMatchObject({ code: 126 });
+    expect(instance.stderr?.toString()).toMatch(/join cgroup/);
   });
 });
 
