@@ -57,7 +57,8 @@ export async function withCallerStack<T>(promise: Promise<T>): Promise<T> {
     return await promise;
   } catch (error) {
     if (error instanceof Error && caller.stack) {
-      error.stack = `${error.stack ?? String(error)}\n${caller.stack.split('\n').slice(1).join('\n')}`;
+      const callerFrames = caller.stack.split('\n').slice(1).join('\n');
+      error.stack = `${error.stack ?? String(error)}\n${callerFrames}`;
     }
     throw error;
   }

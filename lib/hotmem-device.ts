@@ -160,7 +160,10 @@ export class HotMemDevice extends EventEmitter<HotMemDeviceEvents> {
     });
   }
 
-  /** Opens <root>/dev/hotmem; throws the open error (ENOENT: no HotMem kernel, EACCES: no CAP_SYS_ADMIN). */
+  /**
+   * Opens <root>/dev/hotmem; throws the open error (ENOENT: no HotMem kernel, EACCES: no
+   * CAP_SYS_ADMIN) or ERR_ABI_MISMATCH.
+   */
   static open(opts: DeviceOptions = {}): HotMemDevice {
     const native = new (binding().HotMemDevice)(devicePath(opts));
     const device = new HotMemDevice(native);

@@ -13,7 +13,7 @@ export interface MemoryBlock {
   state: MemoryBlockState;
   /** The zone an online block is in (e.g. 'Movable', 'HotMem3'); null while offline. */
   zone: string | null;
-  /** For an offline block the zones it may be onlined to (default first); for an online one its zone. */
+  /** Offline: the zones it may be onlined to, default first. Online: its zone. */
   validZones: string[];
   /** NUMA node, -1 when sysfs has no nodeN link for the block. */
   node: number;

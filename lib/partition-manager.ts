@@ -3,7 +3,7 @@
  * reclaims them when the kernel reports them released.
  *
  * Memory the host plugs shows up as offline blocks (no auto-onlining); acquire() picks an EMPTY
- * partition and onlines whole blocks into it, waiting — with bounded, backed-off retries — while
+ * partition and onlines whole blocks into it, waiting (bounded retries, growing delays) while
  * the host is still plugging. On any failure it offlines what it onlined. The kernel queues a
  * 'released' event once the last process bound to a partition is gone; the manager then reclaims
  * it (offlines its blocks with no page migration) unless autoReclaim is off.

@@ -101,7 +101,8 @@ void DeviceEvents::OnPoll(uv_poll_t* handle, int status, int /*events*/) {
 void DeviceEvents::Deliver(int errnum, const std::string& syscall) {
   std::vector<struct hotmem_event> records;
   std::string failed_syscall = syscall;
-  bool ended = false;  // read() returned 0: the file will never deliver again (a FIFO's writer left)
+  // read() returned 0: the file will never deliver again (a FIFO whose writer left).
+  bool ended = false;
   alignas(struct hotmem_event) char buffer[64 * sizeof(struct hotmem_event)];
   while (errnum == 0) {
     ssize_t n = read(fd_, buffer, sizeof(buffer));

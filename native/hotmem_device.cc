@@ -127,6 +127,13 @@ int HotMemDevice::OpenFd(Napi::Env env, const char* operation) const {
   return fd_;
 }
 
+void HotMemDevice::Ioctl(Napi::Env env, const char* operation, unsigned long request,
+                         const char* request_name, void* arg) const {
+  if (RetryIoctl(OpenFd(env, operation), request, arg) < 0) {
+    throw IoctlError(env, errno, path_, request_name);
+  }
+}
+
 int HotMemDevice::DupFd(Napi::Env env, const char* operation) const {
   int fd = fcntl(OpenFd(env, operation), F_DUPFD_CLOEXEC, 0);
   if (fd < 0) throw ErrnoError(env, errno, "fcntl", path_);
@@ -138,9 +145,7 @@ Napi::Value HotMemDevice::Version(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct hotmem_version version = {};
   version.size = sizeof(version);
-  if (RetryIoctl(OpenFd(env, "version"), HOTMEM_IOC_VERSION, &version) < 0) {
-    throw IoctlError(env, errno, path_, "HOTMEM_IOC_VERSION");
-  }
+  Ioctl(env, "version", HOTMEM_IOC_VERSION, "HOTMEM_IOC_VERSION", &version);
   Napi::Object result = Napi::Object::New(env);
   result.Set("abiVersion", Napi::Number::New(env, version.abi_version));
   result.Set("maxPartitions", Napi::Number::New(env, version.max_partitions));
@@ -154,9 +159,7 @@ Napi::Value HotMemDevice::PartitionInfo(const Napi::CallbackInfo& info) {
   struct hotmem_partition_info partition = {};
   partition.size = sizeof(partition);
   partition.partition = ArgUint32(info, 0, "partition");
-  if (RetryIoctl(OpenFd(env, "partitionInfo"), HOTMEM_IOC_PARTITION_INFO, &partition) < 0) {
-    throw IoctlError(env, errno, path_, "HOTMEM_IOC_PARTITION_INFO");
-  }
+  Ioctl(env, "partitionInfo", HOTMEM_IOC_PARTITION_INFO, "HOTMEM_IOC_PARTITION_INFO", &partition);
   Napi::Object result = Napi::Object::New(env);
   result.Set("id", Napi::Number::New(env, partition.partition));
   result.Set("state", Napi::Number::New(env, partition.state));
@@ -195,9 +198,7 @@ void HotMemDevice::SetFlags(const Napi::CallbackInfo& info) {
   flags.size = sizeof(flags);
   flags.partition = ArgUint32(info, 0, "partition");
   flags.flags = ArgUint32(info, 1, "flags");
-  if (RetryIoctl(OpenFd(env, "setFlags"), HOTMEM_IOC_SET_FLAGS, &flags) < 0) {
-    throw IoctlError(env, errno, path_, "HOTMEM_IOC_SET_FLAGS");
-  }
+  Ioctl(env, "setFlags", HOTMEM_IOC_SET_FLAGS, "HOTMEM_IOC_SET_FLAGS", &flags);
 }
 
 // reclaim(partition): Promise<{ partition, blocks, bytes, durationNs, pagesMigrated }>.

@@ -34,6 +34,9 @@ class HotMemDevice : public Napi::ObjectWrap<HotMemDevice> {
 
   // Throws once close() has been called; returns the open fd otherwise.
   int OpenFd(Napi::Env env, const char* operation) const;
+  // A quick ioctl on the JS thread; throws the Node-style error naming the request.
+  void Ioctl(Napi::Env env, const char* operation, unsigned long request, const char* request_name,
+             void* arg) const;
   // A private duplicate for a thread-pool worker, so close() never pulls the fd from under it.
   int DupFd(Napi::Env env, const char* operation) const;
   void StopEvents();

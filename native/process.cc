@@ -97,7 +97,7 @@ std::vector<pid_t> ZombieChildren() {
     std::string stat;
     SystemFailure ignored;  // the process may be gone by now
     if (!ReadAttribute(std::string("/proc/") + entry->d_name + "/stat", &stat, &ignored)) continue;
-    // "pid (comm) S ppid ...": comm may contain spaces and parentheses, so parse after the last ')'.
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses; parse after the last ')'.
     size_t close_paren = stat.rfind(')');
     if (close_paren == std::string::npos || close_paren + 4 >= stat.size()) continue;
     char state = stat[close_paren + 2];
