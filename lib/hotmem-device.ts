@@ -61,8 +61,8 @@ export interface DeviceOptions {
 }
 
 const MAX_U32 = 0xffff_ffff;
-/** HOTMEM_BIND_WAIT's timeout travels as a signed 32-bit millisecond count to the addon. */
-const MAX_WAIT_MS = 0x7fff_ffff;
+/** File descriptors and HOTMEM_BIND_WAIT's millisecond timeout reach the addon as int32. */
+const MAX_INT32 = 0x7fff_ffff;
 
 function abiConstant(name: string): number {
   const value = binding().abi.constants[name];
@@ -218,9 +218,9 @@ export class HotMemDevice extends EventEmitter<HotMemDeviceEvents> {
    * sleeps until it is populated or waitMs elapse (ETIMEDOUT).
    */
   async bind(pidfd: number, partition: number, opts: { waitMs?: number } = {}): Promise<void> {
-    checkInteger('pidfd', pidfd, 0, MAX_WAIT_MS);
+    checkInteger('pidfd', pidfd, 0, MAX_INT32);
     checkInteger('partition', partition, 0, MAX_U32);
-    if (opts.waitMs !== undefined) checkInteger('opts.waitMs', opts.waitMs, 1, MAX_WAIT_MS);
+    if (opts.waitMs !== undefined) checkInteger('opts.waitMs', opts.waitMs, 1, MAX_INT32);
     await withCallerStack(this.#native.bind(pidfd, partition, opts.waitMs ?? -1));
   }
 
