@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { MemorySummary, PartitionView } from './agent/agent.js';
+import { type MemorySummary, type PartitionView, summarizeMemory } from './agent/agent.js';
 import { AgentClient, AgentRequestError } from './agent/client.js';
 import { runAgent } from './agent/run.js';
 import { launcherPath } from './binding.js';
@@ -215,12 +215,11 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
       return EXIT.ok;
     }
     const blocks = await listBlocks(context.root);
-    const sysfs = new HotMemSysfs({ root: context.root });
-    const partitions = await sysfs.partitions().catch((error: unknown) => {
-      if ((error as { code?: string }).code === 'ENOENT') return null;
+    const partitions = await sysfsPartitions(context.root).catch((error: unknown) => {
+      if (error instanceof UnavailableError) return null;
       throw error;
     });
-    const memory = partitions ? summarize(partitions) : null;
+    const memory = partitions ? summarizeMemory(partitions) : null;
     const blockCounts = countBy(blocks, (block) => block.state);
     if (context.json) {
       context.out(JSON.stringify({ hotmem: partitions !== null, blocks: blockCounts, memory }));
@@ -269,14 +268,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
       ? await askAgent(() =>
           new AgentClient({ socketPath: context.values.agent as string }).partitions(),
         )
-      : await new HotMemSysfs({ root: context.root })
-          .partitions()
-          .catch((error: unknown) => {
-            throw unavailableIfMissing(error, 'no HotMem partitions in sysfs');
-          })
-          .then((list) =>
-            list.map((partition) => ({ ...partition, nrBlocks: partition.blocks.length })),
-          );
+      : await sysfsPartitions(context.root);
     if (context.json) {
       context.out(JSON.stringify(partitions));
     } else {
@@ -401,6 +393,16 @@ async function askAgent<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Partitions as /sys/kernel/mm/hotmem shows them (readable without CAP_SYS_ADMIN). */
+async function sysfsPartitions(root: string): Promise<Array<PartitionView & { blocks: number[] }>> {
+  try {
+    const partitions = await new HotMemSysfs({ root }).partitions();
+    return partitions.map((partition) => ({ ...partition, nrBlocks: partition.blocks.length }));
+  } catch (error) {
+    throw unavailableIfMissing(error, 'no HotMem partitions in sysfs');
+  }
+}
+
 async function listBlocks(root: string): Promise<MemoryBlock[]> {
   try {
     return await new MemoryBlocks({ root }).list();
@@ -453,27 +455,6 @@ async function runBound(context: Context, devicePath: string, partition: number)
 function describeReclaim(report: ReclaimReport): string {
   const ms = Number(report.durationNs) / 1e6;
   return `partition ${report.partition}: ${report.blocks} block(s), ${formatBytes(report.bytes)} offlined in ${ms.toFixed(1)} ms, ${report.pagesMigrated} page(s) migrated`;
-}
-
-function summarize(
-  partitions: Array<{ state: PartitionView['state']; blocks: number[]; presentBytes: number }>,
-): MemorySummary {
-  const summary: MemorySummary = {
-    plugged: { blocks: 0, bytes: 0 },
-    bound: { blocks: 0, bytes: 0 },
-    free: { blocks: 0, bytes: 0 },
-    partitions: { empty: 0, free: 0, bound: 0, reclaiming: 0 },
-  };
-  for (const partition of partitions) {
-    summary.partitions[partition.state] += 1;
-    summary.plugged.blocks += partition.blocks.length;
-    summary.plugged.bytes += partition.presentBytes;
-    if (partition.state === 'bound' || partition.state === 'free') {
-      summary[partition.state].blocks += partition.blocks.length;
-      summary[partition.state].bytes += partition.presentBytes;
-    }
-  }
-  return summary;
 }
 
 function renderStatus(hotmem: boolean, memory: MemorySummary | null, firstLine: string): string {

@@ -596,7 +596,9 @@ export class Agent {
   }
 }
 
-export function summarizeMemory(views: PartitionView[]): MemorySummary {
+export function summarizeMemory(
+  views: Array<Pick<PartitionView, 'state' | 'nrBlocks' | 'presentBytes'>>,
+): MemorySummary {
   const summary: MemorySummary = {
     plugged: { blocks: 0, bytes: 0 },
     bound: { blocks: 0, bytes: 0 },
