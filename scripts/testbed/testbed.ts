@@ -1,6 +1,7 @@
 // The test bed in one call: a guest kernel built by scripts/build-kernel.sh, the initramfs,
 // and a booted VM whose guest server answers; plus readers of the guest's memory state.
 import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestClient } from './guest.js';
 import { buildInitramfs } from './initramfs.js';
@@ -44,6 +45,26 @@ export async function buildKernel(opts: KernelOptions = {}): Promise<string> {
   return join(dir, 'arch/x86/boot/bzImage');
 }
 
+/** The HotMem series the e2e suites boot; CI builds Debian's 6.12 with it. */
+export const HOTMEM_SERIES = join(projectRoot(), 'kernel-patches/v6.12');
+
+/** Whether a series directory holds patches (beyond a cover letter). */
+export function hasPatches(series: string): boolean {
+  return (
+    existsSync(series) &&
+    readdirSync(series).some((f) => /^\d{4}-.*\.patch$/.test(f) && !f.startsWith('0000-'))
+  );
+}
+
+/** The guest kernel with the HotMem series applied and CONFIG_HOTMEM merged. */
+export function buildHotMemKernel(opts: { debug?: boolean } = {}): Promise<string> {
+  return buildKernel({
+    patches: HOTMEM_SERIES,
+    configs: [join(projectRoot(), 'kernel-patches/hotmem.config')],
+    debug: opts.debug,
+  });
+}
+
 export interface Guest {
   vm: Vm;
   guest: GuestClient;
@@ -67,12 +88,12 @@ export async function bootGuest(
       '/hotmem/scripts/testbed/guest/server.mjs',
       String(GUEST_SERVER_PORT),
     ],
-    guestPort: GUEST_SERVER_PORT,
+    guestPorts: [GUEST_SERVER_PORT],
     readyMarker: 'HOTMEM_GUEST_READY',
     bootTimeoutMs: 180_000,
     ...opts,
   });
-  const guest = new GuestClient(vm.hostPort as number);
+  const guest = new GuestClient(vm.hostPorts.get(GUEST_SERVER_PORT) as number);
   try {
     await guest.waitReady(60_000);
   } catch (err) {

@@ -23,8 +23,8 @@ export interface VmOptions {
   hotplugBlockSize?: number;
   /** Extra kernel command line parameters. */
   append?: string[];
-  /** Guest TCP port forwarded to a free port on the host's 127.0.0.1. */
-  guestPort?: number;
+  /** Guest TCP ports, each forwarded to a free port on the host's 127.0.0.1. */
+  guestPorts?: number[];
   /** Deadline for the console to show `readyMarker`. */
   bootTimeoutMs?: number;
   readyMarker?: string;
@@ -80,7 +80,8 @@ export class Vm {
     private readonly dir: string,
     readonly qmp: QmpClient,
     readonly virtioMem: VirtioMemDevice,
-    readonly hostPort: number | undefined,
+    /** Host port (on 127.0.0.1) for each forwarded guest port. */
+    readonly hostPorts: ReadonlyMap<number, number>,
     readonly accel: 'kvm' | 'tcg',
   ) {
     this.consolePath = join(dir, 'console.log');
@@ -92,7 +93,11 @@ export class Vm {
     const accel = accelerator();
     const boot = opts.bootMemory ?? GiB;
     const region = opts.hotplugRegion ?? 4 * GiB;
-    const hostPort = opts.guestPort ? await freePort() : undefined;
+    const hostPorts = new Map<number, number>();
+    for (const guestPort of opts.guestPorts ?? []) hostPorts.set(guestPort, await freePort());
+    const forwards = [...hostPorts]
+      .map(([guest, host]) => `,hostfwd=tcp:127.0.0.1:${host}-:${guest}`)
+      .join('');
     const append = [
       'console=ttyS0',
       'panic=-1',
@@ -132,10 +137,10 @@ export class Vm {
       '-no-reboot',
       '-qmp',
       `unix:${join(dir, 'qmp.sock')},server=on,wait=off`,
-      ...(hostPort
+      ...(hostPorts.size > 0
         ? [
             '-netdev',
-            `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${hostPort}-:${opts.guestPort}`,
+            `user,id=net0,restrict=on${forwards}`,
             '-device',
             'virtio-net-pci,netdev=net0',
           ]
@@ -160,7 +165,7 @@ export class Vm {
         QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 30_000 }),
         spawnError,
       ]);
-      vm = new Vm(child, dir, qmp, new VirtioMemDevice(qmp, 'vm0'), hostPort, accel);
+      vm = new Vm(child, dir, qmp, new VirtioMemDevice(qmp, 'vm0'), hostPorts, accel);
       for (const p of pending) vm.onConsole(p);
       opts.log?.(`qemu ${accel} started: console ${vm.consolePath}`);
       await vm.waitForConsole(

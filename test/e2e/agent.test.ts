@@ -1,0 +1,235 @@
+// The in-guest agent on the patched 6.12 kernel: the host plugs memory over QMP, starts an
+// instance through the agent's API, the instance's memory lands in its partition, it exits, the
+// partition is reclaimed with zero migrations and the events arrive; then the agent is killed
+// with -9 mid-flight, restarted, adopts the running instance, and still reclaims its partition.
+import { request } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
+import {
+  bootGuest,
+  buildHotMemKernel,
+  type Guest,
+  HOTMEM_SERIES,
+  hasPatches,
+  vmstat,
+} from '../../scripts/testbed/testbed.js';
+import { GiB, MiB } from '../../scripts/testbed/vm.js';
+
+const hasSeries = hasPatches(HOTMEM_SERIES);
+const AGENT_PORT = 7071;
+const TOKEN = 'e2e-token-0123456789abcdef';
+
+interface AgentEvent {
+  type: string;
+  partition?: number;
+  instance?: { id: string; exit: unknown };
+  report?: { blocks: number; bytes: number; pagesMigrated: number };
+}
+
+class AgentClient {
+  readonly events: AgentEvent[] = [];
+
+  constructor(private readonly port: number) {}
+
+  call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: this.port,
+          method,
+          path,
+          timeout: 120_000,
+          headers: {
+            authorization: `Bearer ${TOKEN}`,
+            ...(payload ? { 'content-type': 'application/json' } : {}),
+          },
+        },
+        (res) => {
+          let raw = '';
+          res.setEncoding('utf8').on('data', (d: string) => {
+            raw += d;
+          });
+          res.on('end', () => {
+            const json = res.headers['content-type']?.startsWith('application/json');
+            resolve({ status: res.statusCode ?? 0, body: (json ? JSON.parse(raw) : raw) as T });
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`agent ${method} ${path}: no answer`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  /** Follows GET /v1/events into this.events until the agent goes away. */
+  follow(): void {
+    const req = request({
+      host: '127.0.0.1',
+      port: this.port,
+      path: '/v1/events',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    req.on('response', (res) => {
+      let buf = '';
+      res.setEncoding('utf8').on('data', (d: string) => {
+        buf += d;
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line) this.events.push(JSON.parse(line) as AgentEvent);
+        }
+      });
+    });
+    req.on('error', () => undefined);
+    req.end();
+  }
+
+  /** Polls until `check` returns a value, with growing pauses, up to timeoutMs. */
+  async until<T>(
+    what: string,
+    check: () => Promise<T | undefined> | T | undefined,
+    timeoutMs = 60_000,
+  ): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let delay = 50;
+    for (;;) {
+      const value = await Promise.resolve(check()).catch(() => undefined);
+      if (value !== undefined) return value;
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 1000);
+    }
+  }
+}
+
+describe.skipIf(!hasSeries)(
+  hasSeries
+    ? 'hotmem agent in the guest, on the patched 6.12 kernel'
+    : `hotmem agent in the guest, on the patched 6.12 kernel (skipped: no patches in ${HOTMEM_SERIES})`,
+  () => {
+    let g: Guest;
+    let agent: AgentClient;
+    let agentPid: number;
+
+    const startAgent = async () => {
+      agentPid = await g.guest.spawn([
+        '/usr/bin/node',
+        `${GUEST_PACKAGE}/dist/lib/cli.js`,
+        'agent',
+        '--listen',
+        `0.0.0.0:${AGENT_PORT}`,
+        '--token-file',
+        '/run/agent-token',
+      ]);
+      await agent.until('agent health', async () => {
+        const r = await agent.call<{ binding: string }>('GET', '/v1/health');
+        return r.status === 200 ? r.body : undefined;
+      });
+      agent.follow();
+    };
+
+    beforeAll(async () => {
+      const kernel = await buildHotMemKernel();
+      const serverPort = 7070;
+      g = await bootGuest(kernel, { hotplugRegion: 2 * GiB, guestPorts: [serverPort, AGENT_PORT] });
+      agent = new AgentClient(g.vm.hostPorts.get(AGENT_PORT) as number);
+      await g.guest.write('/run/agent-token', TOKEN);
+      await g.vm.virtioMem.resize(1 * GiB, { timeoutMs: 60_000 });
+      await startAgent();
+    });
+
+    afterAll(async () => {
+      await g?.stop();
+      if (g) expect(g.vm.kernelProblems()).toEqual([]);
+    });
+
+    it('runs an instance in its own partition and reclaims it on exit with zero migrations', async () => {
+      expect((await agent.call<{ binding: string }>('GET', '/v1/health')).body.binding).toBe(
+        'bound',
+      );
+      const before = await vmstat(g.guest);
+      const started = await agent.call<{ id: string; pid: number; partition: number }>(
+        'POST',
+        '/v1/instances',
+        {
+          command: [GUEST_MEMHOG, '200'],
+          memoryBytes: 256 * MiB,
+        },
+      );
+      expect(started.status).toBe(201);
+      const { id, partition } = started.body;
+      expect(partition).toEqual(expect.any(Number));
+
+      await agent.until('memhog ready', async () => {
+        const r = await agent.call<{ output: { stdout: string } }>('GET', `/v1/instances/${id}`);
+        return r.body.output?.stdout.includes('memhog ready') ? true : undefined;
+      });
+      const parts = (
+        await agent.call<{
+          partitions: { id: number; state: string; presentBytes: number; freeBytes: number }[];
+        }>('GET', '/v1/partitions')
+      ).body.partitions;
+      const mine = parts.find((p) => p.id === partition);
+      expect(mine?.state).toBe('bound');
+      expect((mine?.presentBytes ?? 0) - (mine?.freeBytes ?? 0)).toBeGreaterThanOrEqual(200 * MiB);
+
+      expect((await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status).toBe(
+        200,
+      );
+      const reclaimed = await agent.until('partition-reclaimed event', () =>
+        agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
+      );
+      const after = await vmstat(g.guest);
+
+      expect(agent.events.some((e) => e.type === 'instance-exited' && e.instance?.id === id)).toBe(
+        true,
+      );
+      expect(
+        agent.events.some((e) => e.type === 'partition-released' && e.partition === partition),
+      ).toBe(true);
+      expect(reclaimed.report).toMatchObject({ bytes: 256 * MiB, pagesMigrated: 0 });
+      expect((after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0)).toBe(0);
+      const metrics = await agent.call<string>('GET', '/metrics');
+      expect(metrics.body).toMatch(/^hotmem_reclaims_total 1$/m);
+      expect(metrics.body).toMatch(/^hotmem_pages_migrated_total 0$/m);
+    });
+
+    it('adopts a running instance after kill -9 and a restart, then reclaims its partition', async () => {
+      const started = await agent.call<{ id: string; partition: number }>('POST', '/v1/instances', {
+        command: [GUEST_MEMHOG, '100'],
+        memoryBytes: 128 * MiB,
+      });
+      expect(started.status).toBe(201);
+      const { id, partition } = started.body;
+
+      await g.guest.signal(agentPid, 'SIGKILL');
+      await g.guest.wait(agentPid);
+      agent.events.length = 0;
+      await startAgent();
+
+      const adopted = await agent.call<{ state: string; adopted: boolean; partition: number }>(
+        'GET',
+        `/v1/instances/${id}`,
+      );
+      expect(adopted.body).toMatchObject({ state: 'running', adopted: true, partition });
+      expect((await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status).toBe(
+        200,
+      );
+      const reclaimed = await agent.until('partition-reclaimed event after restart', () =>
+        agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
+      );
+      expect(reclaimed.report?.pagesMigrated).toBe(0);
+    });
+
+    it('lets the host unplug the reclaimed memory without migrating a page', async () => {
+      const before = await vmstat(g.guest);
+      const ms = await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
+      const after = await vmstat(g.guest);
+      console.log(`virtio-mem unplug of 1 GiB after the agent's reclaims: ${ms.toFixed(1)} ms`);
+      expect(await g.vm.virtioMem.size()).toBe(0);
+      expect((after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0)).toBe(0);
+    });
+  },
+);
