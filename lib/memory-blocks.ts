@@ -35,8 +35,8 @@ const AUTO_ONLINE_POLICIES: readonly string[] = [
   'online_movable',
 ];
 const PARTITION_ZONE = /^HotMem(\d+)$/;
-/** Partition ids fit the uapi's __u32. */
-const MAX_PARTITION_ID = 0xffff_ffff;
+/** Block and partition ids are u32 in the kernel. */
+const MAX_U32 = 0xffff_ffff;
 
 /** The partition of a zone named HotMem<N>, else null. */
 export function partitionOfZone(zone: string | null): number | null {
@@ -52,7 +52,7 @@ export function partitionZone(partition: number): string {
 /** The string written to memoryN/state for a target. */
 export function onlineCommand(target: OnlineTarget): string {
   if (typeof target === 'object' && target !== null) {
-    checkInteger('target.partition', target.partition, 0, MAX_PARTITION_ID);
+    checkInteger('target.partition', target.partition, 0, MAX_U32);
     return `online_hotmem${target.partition}`;
   }
   if (typeof target !== 'string' || !STOCK_TARGETS.includes(target)) {
@@ -87,19 +87,19 @@ export class MemoryBlocks {
   }
 
   async get(id: number): Promise<MemoryBlock> {
-    checkInteger('id', id, 0, MAX_PARTITION_ID);
+    checkInteger('id', id, 0, MAX_U32);
     return this.#toBlock(await withCallerStack(binding().readMemoryBlock(this.dir, id)));
   }
 
   /** Onlines an offline block; rejects with the kernel's errno (EBUSY, EINVAL) and path. */
   async online(id: number, target: OnlineTarget): Promise<void> {
-    checkInteger('id', id, 0, MAX_PARTITION_ID);
+    checkInteger('id', id, 0, MAX_U32);
     await withCallerStack(binding().writeAttribute(this.#statePath(id), onlineCommand(target)));
   }
 
   /** Offlines an online block; may take long while the kernel migrates its pages. */
   async offline(id: number): Promise<void> {
-    checkInteger('id', id, 0, MAX_PARTITION_ID);
+    checkInteger('id', id, 0, MAX_U32);
     await withCallerStack(binding().writeAttribute(this.#statePath(id), 'offline'));
   }
 
