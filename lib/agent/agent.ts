@@ -63,6 +63,10 @@ export interface PartitionSource {
   partitions(): Promise<PartitionView[]>;
   /** The kernel reported the partition's last mm gone: it is FREE and reclaimable. */
   onReleased(listener: (partition: number) => void): () => void;
+  /** The kernel dropped events: some releases may have gone unseen. */
+  onOverflow?(listener: () => void): () => void;
+  /** The kernel's event stream failed: no release will be seen any more. */
+  onStreamError?(listener: (error: Error) => void): () => void;
 }
 
 export interface Reaper {
@@ -122,7 +126,8 @@ export interface MemorySummary {
 }
 
 export interface AgentHealth {
-  status: 'ok' | 'shutting-down';
+  /** degraded: the kernel's event stream failed, partitions are no longer reclaimed on release. */
+  status: 'ok' | 'degraded' | 'shutting-down';
   hotmem: boolean;
   binding: 'bound' | 'unbound';
   instancesRunning: number;
@@ -165,6 +170,7 @@ export class Agent {
   private readonly startedAtMs = Date.now();
   private readonly disposers: Array<() => void> = [];
   private shuttingDown: Promise<void> | undefined;
+  private eventStreamFailed = false;
 
   constructor(options: AgentOptions) {
     this.options = options;
@@ -191,6 +197,22 @@ export class Agent {
     if (partitions) {
       await partitions.init();
       this.disposers.push(partitions.onReleased((partition) => this.onReleased(partition)));
+      if (partitions.onOverflow) {
+        this.disposers.push(
+          partitions.onOverflow(() => {
+            this.logger.warn('kernel dropped events: reclaiming every unused partition');
+            void this.reclaimUnused();
+          }),
+        );
+      }
+      if (partitions.onStreamError) {
+        this.disposers.push(
+          partitions.onStreamError((error) => {
+            this.eventStreamFailed = true;
+            this.logger.error({ err: error }, 'kernel event stream failed: releases go unseen');
+          }),
+        );
+      }
     }
     if (partitions && !this.options.launcher) {
       this.logger.warn('HotMem is available but hotmem-exec is not: instances will run unbound');
@@ -284,7 +306,7 @@ export class Agent {
 
   health(): AgentHealth {
     return {
-      status: this.shuttingDown ? 'shutting-down' : 'ok',
+      status: this.shuttingDown ? 'shutting-down' : this.eventStreamFailed ? 'degraded' : 'ok',
       hotmem: this.options.partitions !== null,
       binding: this.bindsInstances ? 'bound' : 'unbound',
       instancesRunning: this.runningInstances().length,

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { binding, launcherPath } from '../binding.js';
 import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
-import { HotMemDevice } from '../hotmem-device.js';
+import { devicePath, HotMemDevice } from '../hotmem-device.js';
 import type { Launcher, Pidfds } from '../instance/instance.js';
 import type { LoggerHandle } from '../log.js';
 import { MemoryBlocks } from '../memory-blocks.js';
@@ -33,7 +33,7 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
   const endpoint = await resolveEndpoint(options);
   const native = nativeProcessSupport(logger);
   const hotmem = openHotMem(options.root, logger);
-  const launcher = hotmem ? findLauncher(logger) : null;
+  const launcher = hotmem ? findLauncher(devicePath({ root: options.root }), logger) : null;
   const agent = new Agent({
     partitions: hotmem?.source ?? null,
     cgroups: new CgroupTree(options.cgroupRoot ?? DEFAULT_CGROUP_ROOT),
@@ -80,9 +80,9 @@ function nativeProcessSupport(logger: Logger): { pidfds: Pidfds; reaper: Reaper 
   };
 }
 
-function findLauncher(logger: Logger): Launcher | null {
+function findLauncher(device: string, logger: Logger): Launcher | null {
   try {
-    return { path: launcherPath() };
+    return { path: launcherPath(), device };
   } catch (error) {
     logger.warn({ err: error }, 'hotmem-exec not found');
     return null;
@@ -105,7 +105,18 @@ function openHotMem(
     logger,
     autoReclaim: false,
   });
-  const source: PartitionSource = {
+  return {
+    source: partitionSource(manager),
+    close() {
+      manager.close();
+      device.close();
+    },
+  };
+}
+
+/** The agent's view of the PartitionManager. */
+export function partitionSource(manager: PartitionManager): PartitionSource {
+  return {
     init: () => manager.init(),
     async acquire(bytes, acquireOptions) {
       const acquired = await manager.acquire(bytes, acquireOptions);
@@ -122,12 +133,14 @@ function openHotMem(
       manager.on('released', forward);
       return () => manager.off('released', forward);
     },
-  };
-  return {
-    source,
-    close() {
-      manager.close();
-      device.close();
+    onOverflow(listener) {
+      manager.on('overflow', listener);
+      return () => manager.off('overflow', listener);
+    },
+    onStreamError(listener) {
+      const forward = ({ error }: { error: Error }) => listener(error);
+      manager.on('streamError', forward);
+      return () => manager.off('streamError', forward);
     },
   };
 }

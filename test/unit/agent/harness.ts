@@ -93,23 +93,28 @@ export async function startHarness(
   };
 }
 
-/** Collects events from the stream until `until` matches one, or times out. */
+/**
+ * Reads events from the stream until `until` matches one (the stream stays open for more), or
+ * fails after timeoutMs listing what it saw.
+ */
 export async function collectEvents<T extends { type: string }>(
   stream: AsyncGenerator<T>,
   until: (event: T) => boolean,
   timeoutMs = 10_000,
 ): Promise<T[]> {
   const seen: T[] = [];
-  const timer = setTimeout(() => void stream.return(undefined), timeoutMs);
-  try {
-    for await (const event of stream) {
-      seen.push(event);
-      if (until(event)) break;
-    }
-  } finally {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), Math.max(0, deadline - Date.now()));
+    });
+    const next = await Promise.race([stream.next(), timeout]);
     clearTimeout(timer);
+    if (next === 'timeout' || next.done) {
+      throw new Error(`event not seen in ${timeoutMs} ms: ${JSON.stringify(seen)}`);
+    }
+    seen.push(next.value);
+    if (until(next.value)) return seen;
   }
-  if (!seen.some(until))
-    throw new Error(`event not seen in ${timeoutMs} ms: ${JSON.stringify(seen)}`);
-  return seen;
 }
