@@ -76,7 +76,7 @@ export interface InstanceExit {
   code: number | null;
   signal: NodeJS.Signals | null;
   exitedAt: string;
-  /** 'stopped': stop() was asked; 'lost': adopted and gone, status unknown. */
+  /** 'stopped': stop() was asked; 'lost': adopted, ended on its own, status unknowable. */
   reason: 'exited' | 'stopped' | 'lost';
 }
 
@@ -299,14 +299,15 @@ export class Instance {
    * when cgroup.kill is unavailable). Resolves with the exit once cleanup is done.
    */
   async stop(graceMs: number = DEFAULT_STOP_GRACE_MS): Promise<InstanceExit> {
-    if (this.stateValue !== 'exited') {
+    // Once the exit is recorded the pid may already be reaped and reused: no more signals.
+    if (this.exitValue === null) {
       this.stopRequested = true;
       this.stateValue = 'stopping';
       this.env.logger.info({ graceMs }, 'stopping instance');
-      // It may have exited since the state check; its exit is then already on its way.
       this.trySignal(osConstants.signals.SIGTERM);
       const timer = sleep(graceMs, 'timeout' as const, { ref: false });
-      if ((await Promise.race([this.exited, timer])) === 'timeout') {
+      const outcome = await Promise.race([this.exited, timer]);
+      if (outcome === 'timeout' && this.exitValue === null) {
         this.env.logger.warn({ graceMs }, 'instance ignored SIGTERM, killing it');
         await this.killAll();
       }
@@ -382,12 +383,7 @@ export class Instance {
     const exit: InstanceExit = {
       ...status,
       exitedAt: new Date().toISOString(),
-      reason:
-        this.adopted && status.code === null && status.signal === null
-          ? 'lost'
-          : this.stopRequested
-            ? 'stopped'
-            : 'exited',
+      reason: this.stopRequested ? 'stopped' : this.adopted ? 'lost' : 'exited',
     };
     this.exitValue = exit;
     this.env.logger.info({ pid: this.pid, ...status, reason: exit.reason }, 'instance exited');

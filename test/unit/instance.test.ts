@@ -215,6 +215,26 @@ describe('Instance.adopt', () => {
     expect(await env.cgroups.list()).toEqual([]);
   });
 
+  it('stops an adopted process with SIGTERM and reports it stopped', async () => {
+    const orphan = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const signalled = new Promise((resolve) =>
+      orphan.once('exit', (_code, signal) => resolve(signal)),
+    );
+    await env.cgroups.create('i-adopt-stop', { memoryMax: 2 ** 20 });
+    const instance = Instance.adopt(
+      {
+        id: 'i-adopt-stop',
+        pid: orphan.pid as number,
+        command: ['sleep'],
+        memoryBytes: 2 ** 20,
+        partition: null,
+      },
+      env,
+    );
+    expect(await instance.stop(5_000)).toMatchObject({ code: null, reason: 'stopped' });
+    expect(await signalled).toBe('SIGTERM');
+  });
+
   it('marks an instance whose process is already gone as exited at once', async () => {
     const gone = spawn('true');
     const pid = gone.pid as number;
