@@ -248,10 +248,13 @@ export class Agent {
       partition,
       startedAt: new Date().toISOString(),
     };
-    await this.writeRecord(record);
-    cleanup.push('remove state record', () => this.removeRecord(id));
     let instance: Instance;
     try {
+      if (this.shuttingDown) {
+        throw new AgentError('HOTMEM_SHUTTING_DOWN', 'the agent is shutting down');
+      }
+      await this.writeRecord(record);
+      cleanup.push('remove state record', () => this.removeRecord(id));
       instance = await Instance.start(
         {
           id,
@@ -266,6 +269,7 @@ export class Agent {
         cleanup,
       );
     } catch (error) {
+      await cleanup.unwind(this.logger);
       // Acquired but never bound: no release will ever be reported for it.
       if (partition !== null && this.options.reclaimOnRelease !== false)
         void this.reclaim(partition);
@@ -400,9 +404,15 @@ export class Agent {
 
   private async runShutdown(): Promise<void> {
     const grace = this.options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
-    const newestFirst = this.runningInstances().reverse();
-    this.logger.info({ instances: newestFirst.length }, 'shutting down');
-    for (const instance of newestFirst) await instance.stop(grace);
+    this.logger.info({ instances: this.runningInstances().length }, 'shutting down');
+    // Newest first; again until none is left, for one that was being started meanwhile.
+    for (
+      let running = this.runningInstances();
+      running.length > 0;
+      running = this.runningInstances()
+    ) {
+      for (const instance of running.reverse()) await instance.stop(grace);
+    }
     await this.reclaimUnused();
     await Promise.all(this.reclaims.values());
     for (const dispose of this.disposers.splice(0)) dispose();

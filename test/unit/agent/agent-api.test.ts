@@ -336,6 +336,27 @@ describe('agent API with partitions (fake partition manager, stand-in launcher)'
     );
     await events.return(undefined);
   });
+
+  it('refuses an instance whose partition arrives after shutdown began, and reclaims it', async () => {
+    const partitions = new FakePartitionManager();
+    let plugged = () => {};
+    partitions.plugging = new Promise((resolve) => {
+      plugged = resolve;
+    });
+    harness = await startHarness({ partitions });
+    const creating = harness.client.createInstance({
+      command: ['sleep', '30'],
+      memoryBytes: 8 * MiB,
+    });
+    await expect.poll(() => partitions.calls).toContain(`acquire ${8 * MiB}`);
+    const shutdown = harness.agent.shutdown();
+    plugged();
+    await expectError(creating, 503, 'HOTMEM_SHUTTING_DOWN');
+    await shutdown;
+    expect(partitions.calls).toContain('reclaim 0');
+    expect(harness.agent.listInstances()).toEqual([]);
+    expect(await new CgroupTree(harness.cgroupRoot).list()).toEqual([]);
+  });
 });
 
 describe('agent API over TCP', () => {

@@ -18,8 +18,12 @@ export class FakePartitionManager implements PartitionSource {
     this.calls.push('init');
   }
 
+  /** While set, acquire() waits for it: a host still plugging memory. */
+  plugging: Promise<void> | undefined;
+
   async acquire(bytes: number, options: { timeoutMs: number }): Promise<PartitionLease> {
     this.calls.push(`acquire ${bytes}`);
+    await this.plugging;
     const view = this.views.find((candidate) => candidate.state === 'empty');
     if (!view) {
       await new Promise((resolve) => setTimeout(resolve, options.timeoutMs));
