@@ -15,32 +15,39 @@ afterEach(async () => {
   harness = undefined;
 });
 
-it('populates a partition for an instance and reclaims it once the kernel releases it', async () => {
+/** An agent over a PartitionManager (no auto-reclaim, as in production) and a fake kernel. */
+async function startOverFakeKernel(pluggedBlocks: number) {
   const kernel = new FakeHotplugKernel(128 * MiB, { partitions: 2, bootBlocks: 8 });
-  kernel.plug(4);
+  kernel.plug(pluggedBlocks);
   const manager = new PartitionManager({
     blocks: kernel,
     device: kernel,
     logger: silentLogger(),
     autoReclaim: false,
   });
-  harness = await startHarness({ partitions: partitionSource(manager) });
-  const events = await harness.client.events();
-  const { id, partition } = await harness.client.createInstance({
+  const started = await startHarness({ partitions: partitionSource(manager) });
+  harness = started;
+  return { kernel, manager, client: started.client };
+}
+
+it('populates a partition for an instance and reclaims it once the kernel releases it', async () => {
+  const { kernel, manager, client } = await startOverFakeKernel(4);
+  const events = await client.events();
+  const { id, partition } = await client.createInstance({
     command: ['sleep', '30'],
     memoryBytes: 200 * MiB,
   });
   expect(partition).toBe(0);
   kernel.bindProcess(0); // what hotmem-exec's bind does
-  expect(await harness.client.partitions()).toContainEqual(
+  expect(await client.partitions()).toContainEqual(
     expect.objectContaining({ id: 0, state: 'bound', nrBlocks: 2, instance: id }),
   );
-  expect(await harness.client.memory()).toMatchObject({
+  expect(await client.memory()).toMatchObject({
     bound: { blocks: 2, bytes: 256 * MiB },
     partitions: { empty: 1, bound: 1 },
   });
 
-  await harness.client.json('POST', `/v1/instances/${id}/stop`, {});
+  await client.json('POST', `/v1/instances/${id}/stop`, {});
   kernel.releaseProcess(0);
   const seen = await collectEvents(events, (event) => event.type === 'partition-reclaimed');
   expect(seen.at(-1)).toMatchObject({
@@ -52,17 +59,9 @@ it('populates a partition for an instance and reclaims it once the kernel releas
 });
 
 it('reclaims unused partitions when the kernel dropped events, and reports a failed stream', async () => {
-  const kernel = new FakeHotplugKernel(128 * MiB, { partitions: 2, bootBlocks: 8 });
-  kernel.plug(2);
-  const manager = new PartitionManager({
-    blocks: kernel,
-    device: kernel,
-    logger: silentLogger(),
-    autoReclaim: false,
-  });
-  harness = await startHarness({ partitions: partitionSource(manager) });
-  const events = await harness.client.events();
-  const { id } = await harness.client.createInstance({ command: ['true'], memoryBytes: 8 * MiB });
+  const { kernel, manager, client } = await startOverFakeKernel(2);
+  const events = await client.events();
+  const { id } = await client.createInstance({ command: ['true'], memoryBytes: 8 * MiB });
   await collectEvents(
     events,
     (event) => event.type === 'instance-exited' && event.instance.id === id,
@@ -74,6 +73,6 @@ it('reclaims unused partitions when the kernel dropped events, and reports a fai
   expect(kernel.calls.filter((call) => call.startsWith('reclaim'))).toEqual(['reclaim 0']);
 
   kernel.emit('error', new Error('read /dev/hotmem: EIO'));
-  expect(await harness.client.health()).toMatchObject({ status: 'degraded' });
+  expect(await client.health()).toMatchObject({ status: 'degraded' });
   manager.close();
 });
