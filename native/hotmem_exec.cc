@@ -2,6 +2,7 @@
 //
 // Joins the cgroup, binds itself to a HotMem partition, then execs the command: the binding lives
 // on the mm and execve keeps it, so the command is bound before its first instruction.
+// --wait-ms T lets the kernel wait up to T ms for the partition to be populated (0: forever).
 // Exit status: 125 usage error, 126 cgroup or bind failure, 127 exec failure (as env(1) and the
 // shell use them); otherwise the command's own.
 #include <errno.h>
