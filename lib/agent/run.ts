@@ -44,17 +44,26 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
     stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
   });
   let server: AgentServer | undefined;
+  // The first failure is the one reported; shutting down after it must not hide it.
+  let failure: unknown;
   try {
     await agent.start();
     server = await AgentServer.listen({ agent, logger, endpoint });
     const signal = await waitForSignal(['SIGTERM', 'SIGINT']);
     logger.info({ signal }, 'shutdown requested');
-  } finally {
-    await agent.shutdown();
-    await server?.close();
-    hotmem?.close();
-    log.flush();
+  } catch (error) {
+    failure = error;
   }
+  try {
+    await agent.shutdown();
+  } catch (error) {
+    logger.error({ err: error }, 'shutdown failed');
+    failure ??= error;
+  }
+  await server?.close();
+  hotmem?.close();
+  log.flush();
+  if (failure !== undefined) throw failure;
 }
 
 async function resolveEndpoint(options: RunAgentOptions): Promise<Endpoint> {

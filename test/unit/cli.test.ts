@@ -208,6 +208,26 @@ describe('hotmem CLI', () => {
     expect(debug.stderr).toContain('    at ');
   });
 
+  it('exits 1 with one line when the agent cannot start', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'hotmem-cli-agent-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const result = await cli([
+      'agent',
+      '--root',
+      dir,
+      '--socket',
+      path.join(dir, 's'),
+      '--cgroup-root',
+      dir,
+      '--state-dir',
+      path.join(dir, 'state'),
+    ]);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trimEnd().split('\n').at(-1)).toBe(
+      `hotmem: ${path.join(dir, 'cgroup.controllers')} is missing: not a cgroup v2 hierarchy`,
+    );
+  });
+
   it('runs the agent, answers through --agent, and exits 0 on SIGTERM', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'hotmem-cli-agent-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
