@@ -14,7 +14,7 @@ import { AgentClient, AgentRequestError } from './agent/client.js';
 import { runAgent } from './agent/run.js';
 import { launcherPath } from './binding.js';
 import { HotMemDevice, HotMemSysfs, type ReclaimReport } from './hotmem-device.js';
-import { createLogger, LOG_LEVEL_ENV, type LoggerHandle } from './log.js';
+import { createLogger, type LoggerHandle } from './log.js';
 import { type MemoryBlock, MemoryBlocks } from './memory-blocks.js';
 import { PartitionManager } from './partition-manager.js';
 
@@ -149,10 +149,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
   if (command.length > 0 && name !== 'run')
     throw new UsageError(`'${name}' takes no command after --`);
   // The agent logs its work; the other commands only what went wrong, unless asked.
-  const level = values.debug
-    ? 'debug'
-    : (process.env[LOG_LEVEL_ENV] ?? (name === 'agent' ? 'info' : 'warn'));
-  const log = createLogger({ level, name: 'hotmem' });
+  const log = openLog(name, values.debug ?? false);
   const context: Context = {
     values,
     args,
@@ -166,6 +163,20 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     return await handler(context);
   } finally {
     log.flush();
+  }
+}
+
+/** The agent logs its work; the other commands only what went wrong, unless asked. */
+function openLog(command: string, debug: boolean): LoggerHandle {
+  try {
+    return createLogger({
+      ...(debug && { level: 'debug' }),
+      defaultLevel: command === 'agent' ? 'info' : 'warn',
+      name: 'hotmem',
+    });
+  } catch (error) {
+    // A bad HOTMEM_LOG_LEVEL is a wrong invocation like a bad option.
+    throw new UsageError((error as Error).message, { cause: error });
   }
 }
 

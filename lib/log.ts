@@ -15,8 +15,10 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const LOG_LEVEL_ENV = 'HOTMEM_LOG_LEVEL';
 
 export interface LoggerOptions {
-  /** Wins over HOTMEM_LOG_LEVEL; the default is info. */
+  /** Wins over HOTMEM_LOG_LEVEL. */
   level?: string;
+  /** When neither level nor HOTMEM_LOG_LEVEL is given; info unless set. */
+  defaultLevel?: LogLevel;
   /** A file path or a file descriptor; stderr (fd 2) by default. */
   destination?: string | number;
   name?: string;
@@ -47,7 +49,7 @@ export function createLogger(options: LoggerOptions = {}): LoggerHandle {
       ? parseLogLevel(options.level, 'log level')
       : fromEnv
         ? parseLogLevel(fromEnv, LOG_LEVEL_ENV)
-        : 'info';
+        : (options.defaultLevel ?? 'info');
   const destination = pinoDestination({
     // A path is opened here, synchronously, so flush() works from the first line on.
     dest:

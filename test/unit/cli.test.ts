@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { formatBytes, main, parseSize, UsageError } from '../../lib/cli.js';
 import { cli, startCliAgent } from './agent/cli-process.js';
 import { MIB, makeSysfsTree, type SysfsTree } from './fixtures/sysfs-tree.js';
@@ -103,6 +103,13 @@ describe('hotmem CLI', () => {
       expect(error, args.join(' ')).toBeInstanceOf(UsageError);
       expect((error as Error).message, args.join(' ')).toMatch(message);
     }
+    vi.stubEnv('HOTMEM_LOG_LEVEL', 'loud');
+    await expect(main(['blocks'])).rejects.toThrow(
+      new UsageError(
+        "HOTMEM_LOG_LEVEL: unknown log level 'loud' (expected fatal, error, warn, info, debug, trace, silent)",
+      ),
+    );
+    vi.unstubAllEnvs();
   });
 
   it('lists memory blocks as a table and as JSON', async () => {
