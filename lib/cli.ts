@@ -230,7 +230,12 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
       if (error instanceof UnavailableError) return null;
       throw error;
     });
-    const memory = partitions ? summarizeMemory(partitions) : null;
+    const offline = blocks.filter((block) => block.state === 'offline');
+    const spare = {
+      blocks: offline.length,
+      bytes: offline.reduce((sum, block) => sum + block.size, 0),
+    };
+    const memory = partitions ? summarizeMemory(partitions, spare) : null;
     const blockCounts = countBy(blocks, (block) => block.state);
     if (context.json) {
       context.out(JSON.stringify({ hotmem: partitions !== null, blocks: blockCounts, memory }));
@@ -473,7 +478,7 @@ function renderStatus(hotmem: boolean, memory: MemorySummary | null, firstLine: 
   if (memory) {
     const counts = Object.entries(memory.partitions).map(([state, count]) => `${count} ${state}`);
     lines.push(`partitions: ${counts.join(', ')}`);
-    for (const kind of ['plugged', 'bound', 'free'] as const) {
+    for (const kind of ['plugged', 'spare', 'bound', 'free'] as const) {
       lines.push(`${kind}: ${memory[kind].blocks} block(s), ${formatBytes(memory[kind].bytes)}`);
     }
   }

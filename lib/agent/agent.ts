@@ -67,6 +67,13 @@ export interface PartitionSource {
   onOverflow?(listener: () => void): () => void;
   /** The kernel's event stream failed: no release will be seen any more. */
   onStreamError?(listener: (error: Error) => void): () => void;
+  /** Memory the host plugged that is not in a partition yet (offline blocks). */
+  spare?(): Promise<BlockCount>;
+}
+
+export interface BlockCount {
+  blocks: number;
+  bytes: number;
 }
 
 export interface Reaper {
@@ -119,9 +126,14 @@ type AgentEventBody = AgentEvent extends infer E
   : never;
 
 export interface MemorySummary {
-  plugged: { blocks: number; bytes: number };
-  bound: { blocks: number; bytes: number };
-  free: { blocks: number; bytes: number };
+  /** All hot-plugged memory the guest has: in partitions or spare. */
+  plugged: BlockCount;
+  /** Plugged, offline, in no partition yet: what acquire() populates partitions from. */
+  spare: BlockCount;
+  /** In partitions a process is bound to. */
+  bound: BlockCount;
+  /** In populated partitions no process is bound to. */
+  free: BlockCount;
   partitions: Record<PartitionState, number>;
 }
 
@@ -305,7 +317,8 @@ export class Agent {
   }
 
   async memory(): Promise<MemorySummary> {
-    return summarizeMemory(await this.requirePartitions().partitions());
+    const source = this.requirePartitions();
+    return summarizeMemory(await source.partitions(), await source.spare?.());
   }
 
   health(): AgentHealth {
@@ -360,7 +373,7 @@ export class Agent {
       },
     ];
     if (this.options.partitions) {
-      const memory = summarizeMemory(await this.options.partitions.partitions());
+      const memory = await this.memory();
       families.push(
         {
           name: 'hotmem_partitions',
@@ -371,7 +384,12 @@ export class Agent {
             value: memory.partitions[state],
           })),
         },
-        gauge('hotmem_plugged_bytes', 'Bytes onlined into partitions.', memory.plugged.bytes),
+        gauge(
+          'hotmem_plugged_bytes',
+          'Hot-plugged bytes: in partitions or spare.',
+          memory.plugged.bytes,
+        ),
+        gauge('hotmem_spare_bytes', 'Plugged bytes in no partition yet.', memory.spare.bytes),
         gauge(
           'hotmem_bound_bytes',
           'Bytes in partitions bound to an instance.',
@@ -630,9 +648,11 @@ export class Agent {
 
 export function summarizeMemory(
   views: Array<Pick<PartitionView, 'state' | 'nrBlocks' | 'presentBytes'>>,
+  spare: BlockCount = { blocks: 0, bytes: 0 },
 ): MemorySummary {
   const summary: MemorySummary = {
-    plugged: { blocks: 0, bytes: 0 },
+    plugged: { ...spare },
+    spare: { ...spare },
     bound: { blocks: 0, bytes: 0 },
     free: { blocks: 0, bytes: 0 },
     partitions: { empty: 0, free: 0, bound: 0, reclaiming: 0 },

@@ -142,6 +142,10 @@ export function partitionSource(manager: PartitionManager): PartitionSource {
       manager.on('released', forward);
       return () => manager.off('released', forward);
     },
+    async spare() {
+      const status = await manager.status();
+      return { blocks: status.offlineBytes / status.blockSize, bytes: status.offlineBytes };
+    },
     onOverflow(listener) {
       manager.on('overflow', listener);
       return () => manager.off('overflow', listener);

@@ -172,7 +172,8 @@ describe('hotmem CLI', () => {
       hotmem: true,
       blocks: { online: 2, offline: 1 },
       memory: {
-        plugged: { blocks: 1, bytes: 128 * MIB },
+        plugged: { blocks: 2, bytes: 256 * MIB },
+        spare: { blocks: 1, bytes: 128 * MIB },
         bound: { blocks: 1, bytes: 128 * MIB },
         free: { blocks: 0, bytes: 0 },
         partitions: { empty: 1, free: 0, bound: 1, reclaiming: 0 },

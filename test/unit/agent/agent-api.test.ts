@@ -236,8 +236,10 @@ describe('agent API with partitions (fake partition manager, stand-in launcher)'
     expect(await harness.client.partitions()).toContainEqual(
       expect.objectContaining({ id: 0, state: 'bound', instance: id, nrBlocks: 2 }),
     );
-    expect(await harness.client.memory()).toMatchObject({
-      plugged: { blocks: 2, bytes: 2 * FAKE_BLOCK_BYTES },
+    partitions.spareBlocks = 3;
+    expect(await harness.client.memory()).toEqual({
+      plugged: { blocks: 5, bytes: 5 * FAKE_BLOCK_BYTES },
+      spare: { blocks: 3, bytes: 3 * FAKE_BLOCK_BYTES },
       bound: { blocks: 2, bytes: 2 * FAKE_BLOCK_BYTES },
       free: { blocks: 0, bytes: 0 },
       partitions: { empty: 3, bound: 1, free: 0, reclaiming: 0 },
@@ -273,7 +275,8 @@ describe('agent API with partitions (fake partition manager, stand-in launcher)'
     expect(metrics).toContain('hotmem_reclaims_total 1\n');
     expect(metrics).toContain('hotmem_pages_migrated_total 0\n');
     expect(metrics).toContain('hotmem_partitions{state="empty"} 4\n');
-    expect(metrics).toContain('hotmem_plugged_bytes 0\n');
+    expect(metrics).toContain(`hotmem_plugged_bytes ${3 * FAKE_BLOCK_BYTES}\n`);
+    expect(metrics).toContain(`hotmem_spare_bytes ${3 * FAKE_BLOCK_BYTES}\n`);
     expect(metrics).toContain('hotmem_instances_exited_total 1\n');
   });
 

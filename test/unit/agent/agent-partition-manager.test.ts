@@ -43,6 +43,8 @@ it('populates a partition for an instance and reclaims it once the kernel releas
     expect.objectContaining({ id: 0, state: 'bound', nrBlocks: 2, instance: id }),
   );
   expect(await client.memory()).toMatchObject({
+    plugged: { blocks: 4, bytes: 512 * MiB },
+    spare: { blocks: 2, bytes: 256 * MiB },
     bound: { blocks: 2, bytes: 256 * MiB },
     partitions: { empty: 1, bound: 1 },
   });

@@ -18,6 +18,13 @@ export class FakePartitionManager implements PartitionSource {
     this.calls.push('init');
   }
 
+  /** Blocks the host plugged that no partition holds; acquire() does not draw on them. */
+  spareBlocks = 0;
+
+  async spare(): Promise<{ blocks: number; bytes: number }> {
+    return { blocks: this.spareBlocks, bytes: this.spareBlocks * FAKE_BLOCK_BYTES };
+  }
+
   /** While set, acquire() waits for it: a host still plugging memory. */
   plugging: Promise<void> | undefined;
 
