@@ -334,17 +334,20 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
     try {
       await manager.init();
       const { partition } = await manager.acquire(bytes);
-      const status = await runBound(context, device.path, partition);
+      // Reclaimed whether the command ran or could not be started (then it was never bound).
       try {
-        const report = await manager.reclaim(partition);
-        context.log.logger.info({ report: describeReclaim(report) }, 'reclaimed');
-      } catch (error) {
-        // The command's status is what run reports; a partition left behind is worth a line.
-        process.stderr.write(
-          `hotmem: partition ${partition} not reclaimed: ${(error as Error).message}\n`,
+        return await runBound(context, device.path, partition);
+      } finally {
+        await manager.reclaim(partition).then(
+          (report) => context.log.logger.info({ report: describeReclaim(report) }, 'reclaimed'),
+          (error: unknown) => {
+            // The command's status is what run reports; a partition left behind is worth a line.
+            process.stderr.write(
+              `hotmem: partition ${partition} not reclaimed: ${(error as Error).message}\n`,
+            );
+          },
         );
       }
-      return status;
     } finally {
       manager.close();
       device.close();
