@@ -78,7 +78,8 @@ export class AgentServer {
   private async start(): Promise<void> {
     if ('socketPath' in this.endpoint) {
       const { socketPath } = this.endpoint;
-      await mkdir(path.dirname(socketPath), { recursive: true });
+      // A directory made here is the owner's only; the socket itself is chmod 0600 below.
+      await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
       await removeStaleSocket(socketPath);
       await this.listenOn({ path: socketPath });
       // Whoever can connect can start processes: owner only.
