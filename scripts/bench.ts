@@ -1,110 +1,183 @@
-// Reclamation benchmark: plug and unplug latency of hot-plugged memory in one guest, idle vs
-// loaded, over a range of sizes, with the pages migrated and the guest CPU time spent.
+// Reclamation benchmark: how long it takes to give an exited instance's memory back to the host,
+// HotMem against stock virtio-mem, idle and loaded, over a range of sizes — in one guest, one run.
 //
-//   tsx scripts/bench.ts [--sizes 128M,256M,512M,1G,2G] [--repeat N] [--out DIR]
+//   tsx scripts/bench.ts [--sizes 128M,256M,512M,1G,2G] [--modes stock,hotmem] [--repeat N] [--out DIR]
 //
-// idle:   plug S, then unplug S with nothing else running.
-// loaded: plug 2S; four memhogs of S/2 each fault their pages in together, so their pages
-//         interleave across the plugged blocks like concurrent function instances; two exit
-//         (scale-down) and S is unplugged while the other two keep running.
+// Instances are memhogs of size I = max(S/2, one memory block), each filling 90% of I.
+// idle:   plug S, place it, reclaim S with nothing running.
+// loaded: plug S + 2I; S/I instances and two more fault their pages in together (interleaved
+//         across the plugged blocks in stock mode); the first S/I exit (scale-down) and their S
+//         is reclaimed while the other two keep running.
+// stock:  blocks onlined movable, instances unbound; reclaim = virtio-mem unplug (migrating).
+// hotmem: each instance bound to its own partition of I; reclaim = HOTMEM_IOC_RECLAIM of the
+//         exited partitions, then virtio-mem unplug of their (now offline) blocks.
+// With hotmem among the modes the guest runs the patched kernel (kernel-patches/v6.12), and
+// stock mode is measured on that same kernel with HotMem unused.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { GuestClient } from './testbed/guest.js';
-import { GUEST_MEMHOG } from './testbed/initramfs.js';
+import { GUEST_MEMHOG, GUEST_PACKAGE } from './testbed/initramfs.js';
 import { projectRoot } from './testbed/paths.js';
-import { type Sample, summarize, svgPlot, table } from './testbed/report.js';
-import { bootGuest, buildKernel, type Guest, vmstat } from './testbed/testbed.js';
+import { ratios, type Sample, summarize, svgPlot, table } from './testbed/report.js';
+import {
+  bootGuest,
+  buildHotMemKernel,
+  buildKernel,
+  type Guest,
+  HOTMEM_SERIES,
+  hasPatches,
+  vmstat,
+} from './testbed/testbed.js';
 import { GiB, MiB } from './testbed/vm.js';
+
+type Mode = Sample['mode'];
+const BLOCK = 128 * MiB;
+const LAUNCHER = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 
 function parseSize(text: string): number {
   const m = /^(\d+)([MG])$/i.exec(text.trim());
   if (!m?.[1] || !m[2]) throw new Error(`--sizes: '${text}' is not a size like 128M or 2G`);
   const bytes = Number(m[1]) * (m[2].toUpperCase() === 'G' ? GiB : MiB);
-  if (bytes % (128 * MiB) !== 0)
+  if (bytes === 0 || bytes % BLOCK !== 0)
     throw new Error(`--sizes: ${text} is not a multiple of the 128 MiB memory block`);
   return bytes;
 }
 
-/** Guest CPU time in ms, all CPUs, user + system (from /proc/stat; USER_HZ is 100). */
+/** Guest CPU time in ms, all CPUs, user + system + irq (from /proc/stat; USER_HZ is 100). */
 async function guestCpuMs(guest: GuestClient): Promise<number> {
   const line = (await guest.read('/proc/stat')).split('\n')[0] ?? '';
   const [, user, nice, system, , , irq, softirq] = line.trim().split(/\s+/).map(Number);
   return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0)) * 10;
 }
 
-async function measureUnplug(
+/**
+ * Plugs up to `total` bytes and onlines the blocks as they arrive: movable (stock), or into
+ * consecutive partitions of `blocksEach` blocks from partition 0 (hotmem). virtio-mem stops
+ * adding memory while more than 1 GiB of it sits offline, so onlining runs in rounds until the
+ * device reports the target and no block is left offline. Returns the ms from the request to the
+ * last block online, and the partitions populated.
+ */
+async function plug(
   g: Guest,
-  target: number,
-): Promise<Omit<Sample, 'mode' | 'scenario' | 'sizeBytes' | 'plugMs'>> {
+  total: number,
+  mode: Mode,
+  blocksEach: number,
+): Promise<{ ms: number; partitions: number[] }> {
+  const start = performance.now();
+  const deadline = start + 300_000;
+  await g.vm.virtioMem.setRequestedSize(total);
+  let onlined = 0;
+  for (;;) {
+    const target =
+      mode === 'stock' ? 'online_movable' : `online_hotmem$(( (${onlined} + i) / ${blocksEach} ))`;
+    const out = await g.guest.check([
+      '/bin/sh',
+      '-c',
+      `i=0; for b in /sys/devices/system/memory/memory*; do [ "$(cat $b/state)" = offline ] || continue; echo ${target} > $b/state; i=$((i+1)); done; echo $i`,
+    ]);
+    const now = Number(out.trim());
+    onlined += now;
+    if (now === 0 && (await g.vm.virtioMem.size()) === total) break;
+    if (performance.now() > deadline)
+      throw new Error(`plug of ${total / MiB} MiB: not all online after 300 s`);
+    if (now === 0)
+      await g.vm.virtioMem.waitForSize(total, { timeoutMs: 1000 }).catch(() => undefined);
+  }
+  const ms = performance.now() - start;
+  const partitions = Array.from({ length: Math.ceil(onlined / blocksEach) }, (_, i) => i);
+  return { ms, partitions };
+}
+
+async function startInstances(
+  g: Guest,
+  mode: Mode,
+  count: number,
+  bytes: number,
+  partitions: number[],
+): Promise<number[]> {
+  const mib = String(Math.floor((0.9 * bytes) / MiB));
+  return Promise.all(
+    Array.from({ length: count }, (_, i) => {
+      const argv =
+        mode === 'stock'
+          ? [GUEST_MEMHOG, mib]
+          : [LAUNCHER, '--partition', String(partitions[i]), '--', GUEST_MEMHOG, mib];
+      return g.guest.spawn(argv, { waitFor: 'memhog ready', timeoutMs: 600_000 });
+    }),
+  );
+}
+
+async function kill(g: Guest, pids: number[]): Promise<void> {
+  for (const pid of pids) {
+    await g.guest.signal(pid, 'SIGKILL');
+    await g.guest.wait(pid);
+  }
+}
+
+/** Reclaims the given partitions (hotmem) and unplugs down to `target`, measuring all of it. */
+async function reclaim(g: Guest, mode: Mode, partitions: number[], target: number) {
   const vmBefore = await vmstat(g.guest);
   const cpuBefore = await guestCpuMs(g.guest);
+  let reclaimMs = 0;
+  for (const p of mode === 'hotmem' ? partitions : []) {
+    const report = await g.guest.reclaim(p);
+    if (report.pagesMigrated !== 0)
+      throw new Error(`partition ${p}: reclaim migrated ${report.pagesMigrated} pages`);
+    reclaimMs += report.durationNs / 1e6;
+  }
   const unplugMs = await g.vm.virtioMem.resize(target, { timeoutMs: 600_000 });
   const cpuAfter = await guestCpuMs(g.guest);
   const vmAfter = await vmstat(g.guest);
   return {
+    reclaimMs,
     unplugMs,
     pagesMigrated: (vmAfter.pgmigrate_success ?? 0) - (vmBefore.pgmigrate_success ?? 0),
     guestCpuMs: cpuAfter - cpuBefore,
   };
 }
 
-async function idle(g: Guest, size: number): Promise<Sample> {
-  const plugMs = await g.vm.virtioMem.resize(size, { timeoutMs: 120_000 });
-  return {
-    mode: 'stock',
-    scenario: 'idle',
-    sizeBytes: size,
-    plugMs,
-    ...(await measureUnplug(g, 0)),
-  };
+async function idle(g: Guest, mode: Mode, size: number): Promise<Sample> {
+  const placed = await plug(g, size, mode, size / BLOCK);
+  const measured = await reclaim(g, mode, placed.partitions, 0);
+  return { mode, scenario: 'idle', sizeBytes: size, plugMs: placed.ms, ...measured };
 }
 
-async function loaded(g: Guest, size: number): Promise<Sample> {
-  const plugMs = await g.vm.virtioMem.resize(2 * size, { timeoutMs: 120_000 });
-  const hogMiB = String(size / 2 / MiB);
-  const hogs = await Promise.all(
-    [0, 1, 2, 3].map(() =>
-      g.guest.spawn([GUEST_MEMHOG, hogMiB], { waitFor: 'memhog ready', timeoutMs: 600_000 }),
-    ),
-  );
-  for (const pid of hogs.slice(0, 2)) {
-    await g.guest.signal(pid, 'SIGKILL');
-    await g.guest.wait(pid);
-  }
-  const sample: Sample = {
-    mode: 'stock',
-    scenario: 'loaded',
-    sizeBytes: size,
-    plugMs,
-    ...(await measureUnplug(g, size)),
-  };
-  for (const pid of hogs.slice(2)) {
-    await g.guest.signal(pid, 'SIGKILL');
-    await g.guest.wait(pid);
-  }
-  await g.vm.virtioMem.resize(0, { timeoutMs: 600_000 });
-  return sample;
+async function loaded(g: Guest, mode: Mode, size: number): Promise<Sample> {
+  const instance = Math.max(size / 2, BLOCK);
+  const exiting = size / instance;
+  const placed = await plug(g, size + 2 * instance, mode, instance / BLOCK);
+  const pids = await startInstances(g, mode, exiting + 2, instance, placed.partitions);
+  await kill(g, pids.slice(0, exiting));
+  const measured = await reclaim(g, mode, placed.partitions.slice(0, exiting), 2 * instance);
+  await kill(g, pids.slice(exiting));
+  await reclaim(g, mode, placed.partitions.slice(exiting), 0);
+  return { mode, scenario: 'loaded', sizeBytes: size, plugMs: placed.ms, ...measured };
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       sizes: { type: 'string', default: '128M,256M,512M,1G,2G' },
+      modes: { type: 'string', default: hasPatches(HOTMEM_SERIES) ? 'stock,hotmem' : 'stock' },
       repeat: { type: 'string', default: '1' },
       out: { type: 'string', default: join(projectRoot(), 'bench-results') },
     },
   });
   const sizes = values.sizes.split(',').map(parseSize);
+  const modes = values.modes.split(',').map((m) => {
+    if (m !== 'stock' && m !== 'hotmem')
+      throw new Error(`--modes: '${m}' is neither stock nor hotmem`);
+    return m as Mode;
+  });
   const repeat = Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20)
     throw new Error(`--repeat: '${values.repeat}' is not 1..20`);
   const largest = Math.max(...sizes);
 
-  const kernel = await buildKernel();
+  const kernel = modes.includes('hotmem') ? await buildHotMemKernel() : await buildKernel();
   const g = await bootGuest(kernel, {
-    append: ['memhp_default_state=online_movable'],
-    hotplugRegion: 2 * largest,
+    hotplugRegion: 2 * largest + 2 * BLOCK,
     log: (l) => console.error(l),
   });
   const samples: Sample[] = [];
@@ -112,12 +185,14 @@ async function main(): Promise<void> {
     for (let run = 0; run < repeat; run++) {
       for (const size of sizes) {
         for (const scenario of [idle, loaded]) {
-          const s = await scenario(g, size);
-          console.error(
-            `${s.mode} ${s.scenario} ${s.sizeBytes / MiB} MiB: plug ${s.plugMs.toFixed(1)} ms, unplug ${s.unplugMs.toFixed(1)} ms, ` +
-              `${s.pagesMigrated} pages migrated, guest CPU ${s.guestCpuMs} ms`,
-          );
-          samples.push(s);
+          for (const mode of modes) {
+            const s = await scenario(g, mode, size);
+            console.error(
+              `${s.mode} ${s.scenario} ${s.sizeBytes / MiB} MiB: plug ${s.plugMs.toFixed(1)} ms, reclaim ${s.reclaimMs.toFixed(1)} ms, ` +
+                `unplug ${s.unplugMs.toFixed(1)} ms, ${s.pagesMigrated} pages migrated, guest CPU ${s.guestCpuMs} ms`,
+            );
+            samples.push(s);
+          }
         }
       }
     }
@@ -131,6 +206,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     accel: g.vm.accel,
     kernel,
+    modes,
     sizes: sizes.map((s) => s / MiB),
     repeat,
   };
@@ -140,9 +216,11 @@ async function main(): Promise<void> {
   );
   writeFileSync(
     join(values.out, `bench-${stamp}.svg`),
-    svgPlot(rows, `virtio-mem unplug latency (${g.vm.accel})`),
+    svgPlot(rows, `memory reclamation latency (${g.vm.accel})`),
   );
   console.log(table(rows));
+  const lines = ratios(rows);
+  if (lines.length) console.log(`\nratios (same VM, same run):\n${lines.join('\n')}`);
   console.log(`\nresults: ${join(values.out, `bench-${stamp}.{json,svg}`)}`);
 }
 

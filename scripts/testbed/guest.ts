@@ -131,6 +131,13 @@ export class GuestClient {
     return this.call('/write', { path, data }, 120_000);
   }
 
+  /** HOTMEM_IOC_RECLAIM of a free partition, run inside the guest server's own process. */
+  reclaim(
+    partition: number,
+  ): Promise<{ blocks: number; bytes: number; durationNs: number; pagesMigrated: number }> {
+    return this.call('/hotmem/reclaim', { partition }, 120_000);
+  }
+
   /** Ends the guest server, and with it the guest's /init command. */
   shutdown(code = 0): Promise<void> {
     return this.call('/shutdown', { code }, 10_000);

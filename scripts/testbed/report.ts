@@ -1,12 +1,15 @@
 // Summaries of reclamation benchmark samples: medians per mode, scenario and size, a
-// Markdown table, and an SVG plot of unplug latency against size.
+// Markdown table, the HotMem/stock ratios, and an SVG plot of reclamation latency against size.
 const MiB = 1024 * 1024;
 
 export interface Sample {
-  mode: 'stock';
+  mode: 'stock' | 'hotmem';
   scenario: 'idle' | 'loaded';
   sizeBytes: number;
   plugMs: number;
+  /** Guest-side reclaim (HOTMEM_IOC_RECLAIM, kernel-measured) before the unplug; 0 for stock. */
+  reclaimMs: number;
+  /** virtio-mem unplug, seen from the host. */
   unplugMs: number;
   pagesMigrated: number;
   guestCpuMs: number;
@@ -23,7 +26,10 @@ export interface Row {
   scenario: Sample['scenario'];
   sizeMiB: number;
   plugMs: number;
+  reclaimMs: number;
   unplugMs: number;
+  /** reclaimMs + unplugMs: from scale-down to the memory being back with the host. */
+  totalMs: number;
   pagesMigrated: number;
   guestCpuMs: number;
   runs: number;
@@ -42,7 +48,9 @@ export function summarize(samples: Sample[]): Row[] {
       scenario: first.scenario,
       sizeMiB: first.sizeBytes / MiB,
       plugMs: median(g.map((s) => s.plugMs)),
+      reclaimMs: median(g.map((s) => s.reclaimMs)),
       unplugMs: median(g.map((s) => s.unplugMs)),
+      totalMs: median(g.map((s) => s.reclaimMs + s.unplugMs)),
       pagesMigrated: median(g.map((s) => s.pagesMigrated)),
       guestCpuMs: median(g.map((s) => s.guestCpuMs)),
       runs: g.length,
@@ -56,7 +64,9 @@ export function table(rows: Row[]): string {
     'scenario',
     'size MiB',
     'plug ms',
+    'reclaim ms',
     'unplug ms',
+    'total ms',
     'pages migrated',
     'guest CPU ms',
     'runs',
@@ -66,7 +76,9 @@ export function table(rows: Row[]): string {
     r.scenario,
     String(r.sizeMiB),
     r.plugMs.toFixed(1),
+    r.reclaimMs.toFixed(1),
     r.unplugMs.toFixed(1),
+    r.totalMs.toFixed(1),
     String(r.pagesMigrated),
     String(r.guestCpuMs),
     String(r.runs),
@@ -84,13 +96,35 @@ export function table(rows: Row[]): string {
   ].join('\n');
 }
 
-/** Unplug latency against size, one line per mode/scenario, log-scaled latency. */
+/** Ratios measured in one run: stock over HotMem per scenario and size, HotMem loaded over idle. */
+export function ratios(rows: Row[]): string[] {
+  const find = (mode: Row['mode'], scenario: Row['scenario'], size: number) =>
+    rows.find((r) => r.mode === mode && r.scenario === scenario && r.sizeMiB === size);
+  const lines: string[] = [];
+  for (const size of [...new Set(rows.map((r) => r.sizeMiB))].sort((a, b) => a - b)) {
+    const parts: string[] = [];
+    for (const scenario of ['idle', 'loaded'] as const) {
+      const stock = find('stock', scenario, size);
+      const hotmem = find('hotmem', scenario, size);
+      if (stock && hotmem)
+        parts.push(`${scenario} stock/hotmem ${(stock.totalMs / hotmem.totalMs).toFixed(1)}x`);
+    }
+    const idle = find('hotmem', 'idle', size);
+    const loaded = find('hotmem', 'loaded', size);
+    if (idle && loaded)
+      parts.push(`hotmem loaded/idle ${(loaded.totalMs / idle.totalMs).toFixed(2)}x`);
+    if (parts.length) lines.push(`${size} MiB: ${parts.join(', ')}`);
+  }
+  return lines;
+}
+
+/** Reclamation latency against size, one line per mode/scenario, log-scaled latency. */
 export function svgPlot(rows: Row[], title: string): string {
   const W = 640;
   const H = 400;
   const pad = { l: 70, r: 170, t: 40, b: 50 };
   const sizes = [...new Set(rows.map((r) => r.sizeMiB))].sort((a, b) => a - b);
-  const ys = rows.map((r) => Math.max(r.unplugMs, 0.1));
+  const ys = rows.map((r) => Math.max(r.totalMs, 0.1));
   const yMin = 10 ** Math.floor(Math.log10(Math.min(...ys)));
   const yMax = 10 ** Math.ceil(Math.log10(Math.max(...ys)));
   const x = (s: number) =>
@@ -109,7 +143,7 @@ export function svgPlot(rows: Row[], title: string): string {
     `<line x1="${pad.l}" y1="${H - pad.b}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
     `<line x1="${pad.l}" y1="${pad.t}" x2="${pad.l}" y2="${H - pad.b}" stroke="black"/>`,
     `<text x="${(pad.l + W - pad.r) / 2}" y="${H - 12}" text-anchor="middle">reclaimed size (MiB)</text>`,
-    `<text transform="translate(16 ${(pad.t + H - pad.b) / 2}) rotate(-90)" text-anchor="middle">unplug latency (ms, log)</text>`,
+    `<text transform="translate(16 ${(pad.t + H - pad.b) / 2}) rotate(-90)" text-anchor="middle">reclamation latency (ms, log)</text>`,
   ];
   for (const s of sizes) {
     parts.push(`<text x="${x(s)}" y="${H - pad.b + 16}" text-anchor="middle">${s}</text>`);
@@ -124,7 +158,7 @@ export function svgPlot(rows: Row[], title: string): string {
     const pts = rows
       .filter((r) => `${r.mode} ${r.scenario}` === name)
       .sort((a, b) => a.sizeMiB - b.sizeMiB)
-      .map((r) => `${x(r.sizeMiB).toFixed(1)},${y(r.unplugMs).toFixed(1)}`);
+      .map((r) => `${x(r.sizeMiB).toFixed(1)},${y(r.totalMs).toFixed(1)}`);
     const color = colors[i % colors.length];
     parts.push(
       `<polyline points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="2"/>`,

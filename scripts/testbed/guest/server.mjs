@@ -7,6 +7,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 
 const port = Number(process.argv[2] ?? 7070);
+const PACKAGE = new URL('../../../', import.meta.url);
+/** /dev/hotmem through the package's own wrapper, opened on first use. */
+let hotmemDevice;
 const OUTPUT_LIMIT = 1 << 20;
 /** @type {Map<number, {child: import('node:child_process').ChildProcess, stdout: string, stderr: string, exit: Promise<{code: number|null, signal: string|null}>}>} */
 const background = new Map();
@@ -104,9 +107,19 @@ const routes = {
     await writeFile(String(body.path), String(body.data));
     return { ok: true };
   },
+  // In-process, so that a measurement of the reclaim does not include starting a Node.js CLI.
+  'POST /hotmem/reclaim': async (body) => {
+    if (!hotmemDevice) {
+      const { HotMemDevice } = await import(new URL('dist/lib/hotmem-device.js', PACKAGE).href);
+      hotmemDevice = HotMemDevice.open();
+    }
+    const report = await hotmemDevice.reclaim(Number(body.partition));
+    return { ...report, durationNs: Number(report.durationNs) };
+  },
   'POST /shutdown': async (body) => {
     setImmediate(() => {
       for (const { child } of background.values()) child.kill('SIGKILL');
+      hotmemDevice?.close();
       server.close();
       process.exitCode = Number.isInteger(body.code) ? body.code : 0;
     });

@@ -1,17 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { type Sample, summarize, svgPlot, table } from '../../../scripts/testbed/report.js';
+import { ratios, type Sample, summarize, svgPlot, table } from '../../../scripts/testbed/report.js';
 
 const MiB = 1024 * 1024;
 const sample = (
+  mode: Sample['mode'],
   scenario: Sample['scenario'],
   sizeMiB: number,
   unplugMs: number,
   pagesMigrated = 0,
+  reclaimMs = 0,
 ): Sample => ({
-  mode: 'stock',
+  mode,
   scenario,
   sizeBytes: sizeMiB * MiB,
   plugMs: 10,
+  reclaimMs,
   unplugMs,
   pagesMigrated,
   guestCpuMs: 20,
@@ -19,63 +22,70 @@ const sample = (
 
 describe('benchmark report', () => {
   const samples = [
-    sample('idle', 128, 50),
-    sample('idle', 128, 70),
-    sample('idle', 128, 60),
-    sample('loaded', 128, 900, 1000),
-    sample('loaded', 128, 1100, 3000),
-    sample('idle', 256, 80),
+    sample('stock', 'idle', 128, 50),
+    sample('stock', 'idle', 128, 70),
+    sample('stock', 'idle', 128, 60),
+    sample('stock', 'loaded', 128, 900, 1000),
+    sample('stock', 'loaded', 128, 1100, 3000),
+    sample('hotmem', 'idle', 128, 20, 0, 10),
+    sample('hotmem', 'loaded', 128, 30, 0, 20),
   ];
 
-  it('takes the median of repeated runs per mode, scenario and size', () => {
-    expect(summarize(samples)).toEqual([
-      {
-        mode: 'stock',
-        scenario: 'idle',
-        sizeMiB: 128,
-        plugMs: 10,
-        unplugMs: 60,
-        pagesMigrated: 0,
-        guestCpuMs: 20,
-        runs: 3,
-      },
-      {
-        mode: 'stock',
-        scenario: 'loaded',
-        sizeMiB: 128,
-        plugMs: 10,
-        unplugMs: 1000,
-        pagesMigrated: 2000,
-        guestCpuMs: 20,
-        runs: 2,
-      },
-      {
-        mode: 'stock',
-        scenario: 'idle',
-        sizeMiB: 256,
-        plugMs: 10,
-        unplugMs: 80,
-        pagesMigrated: 0,
-        guestCpuMs: 20,
-        runs: 1,
-      },
-    ]);
+  it('takes the median of repeated runs per mode, scenario and size, and adds reclaim to unplug', () => {
+    const rows = summarize(samples);
+    expect(rows[0]).toEqual({
+      mode: 'stock',
+      scenario: 'idle',
+      sizeMiB: 128,
+      plugMs: 10,
+      reclaimMs: 0,
+      unplugMs: 60,
+      totalMs: 60,
+      pagesMigrated: 0,
+      guestCpuMs: 20,
+      runs: 3,
+    });
+    expect(rows[1]).toMatchObject({
+      scenario: 'loaded',
+      unplugMs: 1000,
+      totalMs: 1000,
+      pagesMigrated: 2000,
+      runs: 2,
+    });
+    expect(rows[3]).toMatchObject({
+      mode: 'hotmem',
+      scenario: 'loaded',
+      reclaimMs: 20,
+      unplugMs: 30,
+      totalMs: 50,
+    });
   });
 
   it('prints a Markdown table with one row per group', () => {
     const lines = table(summarize(samples)).split('\n');
-    expect(lines).toHaveLength(5);
-    expect(lines[0]).toMatch(/^\| mode\s+\| scenario \| size MiB \| plug ms \| unplug ms \|/);
+    expect(lines).toHaveLength(6);
+    expect(lines[0]).toMatch(
+      /^\| mode\s+\| scenario \| size MiB \| plug ms \| reclaim ms \| unplug ms \| total ms \|/,
+    );
     expect(lines[1]).toMatch(/^\|-+\|/);
-    expect(lines[3]).toMatch(/\| stock \| loaded\s+\|\s+128 \|\s+10\.0 \|\s+1000\.0 \|\s+2000 \|/);
+    expect(lines[3]).toMatch(
+      /^\| stock\s+\| loaded\s+\|\s+128 \|\s+10\.0 \|\s+0\.0 \|\s+1000\.0 \|\s+1000\.0 \|\s+2000 \|/,
+    );
+  });
+
+  it('states the ratios measured side by side', () => {
+    expect(ratios(summarize(samples))).toEqual([
+      '128 MiB: idle stock/hotmem 2.0x, loaded stock/hotmem 20.0x, hotmem loaded/idle 1.67x',
+    ]);
+    expect(ratios(summarize(samples.filter((s) => s.mode === 'stock')))).toEqual([]);
   });
 
   it('draws one line per mode and scenario', () => {
     const svg = svgPlot(summarize(samples), 'test');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg.endsWith('</svg>')).toBe(true);
-    expect(svg.match(/<polyline /g)).toHaveLength(2);
+    expect(svg.match(/<polyline /g)).toHaveLength(4);
     expect(svg).toContain('>stock idle</text>');
-    expect(svg).toContain('>stock loaded</text>');
+    expect(svg).toContain('>hotmem loaded</text>');
   });
 });
