@@ -1,5 +1,13 @@
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -40,7 +48,10 @@ describe('newc cpio writer', () => {
 
     const out = join(dir, 'x');
     execFileSync('mkdir', [out]);
-    execFileSync('sh', ['-c', `cpio -id --no-absolute-filenames < ${archive}`], { cwd: out, stdio: 'pipe' });
+    execFileSync('sh', ['-c', `cpio -id --no-absolute-filenames < ${archive}`], {
+      cwd: out,
+      stdio: 'pipe',
+    });
     expect(readFileSync(join(out, 'etc/motd'), 'utf8')).toBe('hi\n');
     expect(statSync(join(out, 'etc/motd')).mode & 0o777).toBe(0o600);
     expect(readFileSync(join(out, 'bin/tool')).equals(readFileSync(host))).toBe(true);
@@ -52,8 +63,8 @@ describe('newc cpio writer', () => {
     const host = join(dir, 'grows');
     writeFileSync(host, 'abc');
     const cpio = new CpioWriter(createWriteStream(join(dir, 'out.cpio')));
-    await expect(cpio.add({ type: 'hostfile', path: 'grows', source: host, size: 2 })).rejects.toThrow(
-      /changed size while archiving \(2 -> 3\)/,
-    );
+    await expect(
+      cpio.add({ type: 'hostfile', path: 'grows', source: host, size: 2 }),
+    ).rejects.toThrow(/changed size while archiving \(2 -> 3\)/);
   });
 });

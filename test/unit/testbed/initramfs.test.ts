@@ -3,7 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildInitramfs, GUEST_MEMHOG, INIT_SCRIPT, sharedLibraries } from '../../../scripts/testbed/initramfs.js';
+import {
+  buildInitramfs,
+  GUEST_MEMHOG,
+  INIT_SCRIPT,
+  sharedLibraries,
+} from '../../../scripts/testbed/initramfs.js';
 
 describe('test-bed initramfs', () => {
   let dir: string;
@@ -16,7 +21,10 @@ describe('test-bed initramfs', () => {
     writeFileSync(extra, `extra ${process.pid}\n`);
     archive = await buildInitramfs({ extraFiles: { '/opt/extra.txt': extra } });
     // "cpio -tv" lines end with the name, and a link target after " -> ".
-    const out = execFileSync('sh', ['-c', `cpio -itv < '${archive}'`], { encoding: 'utf8', stdio: 'pipe' });
+    const out = execFileSync('sh', ['-c', `cpio -itv < '${archive}'`], {
+      encoding: 'utf8',
+      stdio: 'pipe',
+    });
     listing = new Map(
       out
         .trim()
@@ -45,7 +53,8 @@ describe('test-bed initramfs', () => {
 
   it("holds Node.js and every shared library it loads, at the host's paths", () => {
     expect(listing.get('usr/bin/node')).toBe('-');
-    for (const lib of sharedLibraries(process.execPath)) expect(listing.get(lib.slice(1)), lib).toBe('-');
+    for (const lib of sharedLibraries(process.execPath))
+      expect(listing.get(lib.slice(1)), lib).toBe('-');
   });
 
   it('holds the package, its production dependencies, the guest programs and extra files', () => {
@@ -58,6 +67,8 @@ describe('test-bed initramfs', () => {
   });
 
   it('is reused when nothing changed', async () => {
-    expect(await buildInitramfs({ extraFiles: { '/opt/extra.txt': join(dir, 'extra.txt') } })).toBe(archive);
+    expect(await buildInitramfs({ extraFiles: { '/opt/extra.txt': join(dir, 'extra.txt') } })).toBe(
+      archive,
+    );
   });
 });

@@ -6,7 +6,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QmpClient, QmpCommandError, QmpConnectionError, VirtioMemDevice } from '../../../lib/vmm/qemu.js';
+import {
+  QmpClient,
+  QmpCommandError,
+  QmpConnectionError,
+  VirtioMemDevice,
+} from '../../../lib/vmm/qemu.js';
 
 const MiB = 1024 * 1024;
 
@@ -14,11 +19,22 @@ function startQemu(socket: string): ChildProcess {
   return spawn(
     'qemu-system-x86_64',
     [
-      '-machine', 'q35', '-accel', 'tcg', '-S', '-nodefaults', '-display', 'none',
-      '-m', '128M,maxmem=1152M',
-      '-object', 'memory-backend-ram,id=vmem0,size=1G',
-      '-device', 'virtio-mem-pci,id=vm0,memdev=vmem0,block-size=2M,requested-size=0',
-      '-qmp', `unix:${socket},server=on,wait=off`,
+      '-machine',
+      'q35',
+      '-accel',
+      'tcg',
+      '-S',
+      '-nodefaults',
+      '-display',
+      'none',
+      '-m',
+      '128M,maxmem=1152M',
+      '-object',
+      'memory-backend-ram,id=vmem0,size=1G',
+      '-device',
+      'virtio-mem-pci,id=vm0,memdev=vmem0,block-size=2M,requested-size=0',
+      '-qmp',
+      `unix:${socket},server=on,wait=off`,
     ],
     { stdio: 'ignore' },
   );
@@ -65,7 +81,9 @@ describe('QmpClient against qemu-system-x86_64', () => {
 
   it('refuses a requested size that is not a multiple of the block size, without sending it', async () => {
     const dev = new VirtioMemDevice(qmp, 'vm0');
-    await expect(dev.setRequestedSize(3 * MiB)).rejects.toThrow(/multiple of the block size 2097152/);
+    await expect(dev.setRequestedSize(3 * MiB)).rejects.toThrow(
+      /multiple of the block size 2097152/,
+    );
     expect(await dev.requestedSize()).toBe(0);
   });
 
@@ -80,7 +98,9 @@ describe('QmpClient against qemu-system-x86_64', () => {
   });
 
   it('reports an unknown device clearly', async () => {
-    await expect(new VirtioMemDevice(qmp, 'nope').regionSize()).rejects.toThrow(/no virtio-mem device 'nope'/);
+    await expect(new VirtioMemDevice(qmp, 'nope').regionSize()).rejects.toThrow(
+      /no virtio-mem device 'nope'/,
+    );
     await expect(new VirtioMemDevice(qmp, 'nope').size()).rejects.toBeInstanceOf(QmpCommandError);
   });
 
