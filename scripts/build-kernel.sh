@@ -10,15 +10,18 @@
 #   --debug           also merge scripts/kernel/debug.config (lockdep, KASAN, DEBUG_VM)
 #
 # The result is cached under $HOTMEM_CACHE (default ~/.cache/hotmem) keyed by the source's
-# identity, the patches, the fragments and this script; a hit costs nothing. Progress goes
-# to stderr; the last line on stdout is the build directory, holding arch/x86/boot/bzImage
-# and .config.
+# identity, the patches, the fragments and the build recipe; a hit costs nothing. Progress
+# goes to stderr; the last line on stdout is the build directory, holding
+# arch/x86/boot/bzImage, .config, the exported uapi headers (usr/include) and, in the file
+# source-tree, the path of the (patched) source tree it was built from.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 project=$(dirname "$here")
 cache=${HOTMEM_CACHE:-$HOME/.cache/hotmem}
 debian_tarball=/usr/src/linux-source-6.12.tar.xz
+# Bump when a change to this script changes what a build produces.
+recipe=2
 
 source_dir=
 patches=
@@ -75,7 +78,7 @@ key_inputs=$(
 	echo "source: $kernelversion $source_id"
 	[ -n "$patches" ] && for p in "$patches"/*.patch; do echo "patch: $(basename "$p") $(sha256sum <"$p" | cut -c1-16)"; done
 	for f in "${fragments[@]}"; do echo "fragment: $(basename "$f") $(sha256sum <"$f" | cut -c1-16)"; done
-	echo "script: $(sha256sum <"$0" | cut -c1-16)"
+	echo "recipe: $recipe"
 )
 key=$(sha256sum <<<"$key_inputs" | cut -c1-16)
 build=$cache/kernels/$kernelversion-$key
@@ -113,9 +116,10 @@ kmake olddefconfig >>"$build/config.log" 2>&1 || { tail -20 "$build/config.log" 
 "$here/kernel/check-config.sh" "$build/.config" "${fragments[@]}" >&2 ||
 	die "the final .config lacks options the fragments request (see above; a dependency is missing)"
 
-log "building bzImage with $(nproc) jobs (log: $build/build.log)"
+log "building bzImage and uapi headers with $(nproc) jobs (log: $build/build.log)"
 start=$(date +%s)
-kmake -j"$(nproc)" bzImage >"$build/build.log" 2>&1 &
+echo "$tree" >"$build/source-tree"
+kmake -j"$(nproc)" bzImage headers >"$build/build.log" 2>&1 &
 make_pid=$!
 while kill -0 "$make_pid" 2>/dev/null; do
 	sleep 30 & wait $! || true

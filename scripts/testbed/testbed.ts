@@ -1,8 +1,8 @@
 // The test bed in one call: a guest kernel built by scripts/build-kernel.sh, the initramfs,
 // and a booted VM whose guest server answers; plus readers of the guest's memory state.
-import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { GuestClient } from './guest.js';
 import { buildInitramfs } from './initramfs.js';
 import { projectRoot } from './paths.js';
@@ -63,6 +63,37 @@ export function buildHotMemKernel(opts: { debug?: boolean } = {}): Promise<strin
     configs: [join(projectRoot(), 'kernel-patches/hotmem.config')],
     debug: opts.debug,
   });
+}
+
+/**
+ * Compiles the series' kselftest (tools/testing/selftests/mm/hotmem.c) statically against the
+ * uapi headers of the kernel build that `bzImage` belongs to; returns the binary's path.
+ */
+export function buildHotMemSelftest(bzImage: string): string {
+  const build = resolve(bzImage, '../../../..');
+  const tree = readFileSync(join(build, 'source-tree'), 'utf8').trim();
+  const selftests = join(tree, 'tools/testing/selftests');
+  const out = join(build, 'hotmem-selftest');
+  execFileSync(
+    'cc',
+    [
+      '-static',
+      '-O2',
+      '-Wall',
+      '-isystem',
+      join(build, 'usr/include'),
+      '-I',
+      selftests,
+      '-I',
+      join(selftests, 'mm'),
+      '-o',
+      out,
+      join(selftests, 'mm/hotmem.c'),
+      '-lpthread',
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
+  return out;
 }
 
 export interface Guest {

@@ -7,6 +7,7 @@ import { GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js'
 import {
   bootGuest,
   buildHotMemKernel,
+  buildHotMemSelftest,
   type Guest,
   HOTMEM_SERIES,
   hasPatches,
@@ -16,6 +17,7 @@ import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
 const hasSeries = hasPatches(HOTMEM_SERIES);
 const PLUG = 512 * MiB;
+const GUEST_SELFTEST = '/usr/bin/hotmem-selftest';
 const HOG_MIB = 300;
 const HOTMEM_SYSFS = '/sys/kernel/mm/hotmem';
 const launcher = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
@@ -39,11 +41,16 @@ describe.skipIf(!hasSeries)(
     : `HotMem partition lifecycle on the patched 6.12 kernel (skipped: no patches in ${HOTMEM_SERIES})`,
   () => {
     let g: Guest;
+    let selftest: string;
 
     beforeAll(async () => {
       const kernel = await buildHotMemKernel();
+      selftest = buildHotMemSelftest(kernel);
       // No memhp_default_state: plugged blocks stay offline until userspace places them.
-      g = await bootGuest(kernel, { hotplugRegion: 2 * GiB });
+      g = await bootGuest(kernel, {
+        hotplugRegion: 2 * GiB,
+        extraFiles: { [GUEST_SELFTEST]: selftest },
+      });
     });
 
     afterAll(async () => {
@@ -112,6 +119,14 @@ describe.skipIf(!hasSeries)(
       expect(migrated).toBeGreaterThan(0);
       await g.guest.signal(hog, 'SIGKILL');
       await g.guest.wait(hog);
+    });
+
+    it('passes the HotMem kselftest with plugged memory to populate partitions from', async () => {
+      await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
+      const r = await g.guest.run([GUEST_SELFTEST], { timeoutMs: 600_000 });
+      console.log(r.stdout);
+      expect(r.stdout).toMatch(/^# Totals: pass:[1-9]\d* fail:0 /m);
+      expect(r.code).toBe(0);
     });
   },
 );
