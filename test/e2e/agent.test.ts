@@ -130,6 +130,13 @@ describe.skipIf(!hasSeries)(
       agent.follow();
     };
 
+    /** Waits until the instance's memhog has faulted in all of its memory. */
+    const instanceReady = (id: string) =>
+      agent.until(`instance ${id} ready`, async () => {
+        const r = await agent.call<{ output: { stdout: string } }>('GET', `/v1/instances/${id}`);
+        return r.body.output?.stdout.includes('memhog ready') ? true : undefined;
+      });
+
     beforeAll(async () => {
       const kernel = await buildHotMemKernel();
       const serverPort = 7070;
@@ -162,10 +169,7 @@ describe.skipIf(!hasSeries)(
       const { id, partition } = started.body;
       expect(partition).toEqual(expect.any(Number));
 
-      await agent.until('memhog ready', async () => {
-        const r = await agent.call<{ output: { stdout: string } }>('GET', `/v1/instances/${id}`);
-        return r.body.output?.stdout.includes('memhog ready') ? true : undefined;
-      });
+      await instanceReady(id);
       const parts = (
         await agent.call<{
           partitions: { id: number; state: string; presentBytes: number; freeBytes: number }[];
@@ -203,6 +207,8 @@ describe.skipIf(!hasSeries)(
       });
       expect(started.status).toBe(201);
       const { id, partition } = started.body;
+      // Its output goes to a pipe of the agent's: a write after the agent died would raise SIGPIPE.
+      await instanceReady(id);
 
       await g.guest.signal(agentPid, 'SIGKILL');
       await g.guest.wait(agentPid);
