@@ -19,6 +19,11 @@ function signalNumber(signal: NodeJS.Signals | number): number {
   return number;
 }
 
+/** Loads the native addon, throwing the loader's error (every path tried) when it cannot. */
+export function loadProcessSupport(): void {
+  binding();
+}
+
 /** A close-on-exec pidfd for pid; close it with closeFd(). */
 export function pidfdOpen(pid: number): number {
   return binding().pidfdOpen(checkInteger('pid', pid, 1, MAX_FD));

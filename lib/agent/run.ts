@@ -5,14 +5,20 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { binding, launcherPath } from '../binding.js';
+import { launcherPath } from '../binding.js';
 import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
 import { devicePath, HotMemDevice } from '../hotmem-device.js';
 import type { Launcher, Pidfds } from '../instance/instance.js';
 import type { LoggerHandle } from '../log.js';
 import { MemoryBlocks } from '../memory-blocks.js';
 import { PartitionManager } from '../partition-manager.js';
-import { pidfdOpen, pidfdSendSignal, reapOrphans, setChildSubreaper } from '../process.js';
+import {
+  loadProcessSupport,
+  pidfdOpen,
+  pidfdSendSignal,
+  reapOrphans,
+  setChildSubreaper,
+} from '../process.js';
 import { Agent, DEFAULT_STATE_DIR, type PartitionSource, type Reaper } from './agent.js';
 import { AgentServer, DEFAULT_SOCKET_PATH, type Endpoint } from './server.js';
 
@@ -78,7 +84,7 @@ async function resolveEndpoint(options: RunAgentOptions): Promise<Endpoint> {
 
 function nativeProcessSupport(logger: Logger): { pidfds: Pidfds; reaper: Reaper } | null {
   try {
-    binding();
+    loadProcessSupport();
   } catch (error) {
     logger.warn({ err: error }, 'native addon unavailable: signals by pid, no subreaper');
     return null;
