@@ -76,7 +76,11 @@ kernelversion=$(make -s -C "$source_dir" kernelversion)
 
 key_inputs=$(
 	echo "source: $kernelversion $source_id"
-	[ -n "$patches" ] && for p in "$patches"/*.patch; do echo "patch: $(basename "$p") $(sha256sum <"$p" | cut -c1-16)"; done
+	# The cover letter (0000) is not applied: its text does not change the build.
+	[ -n "$patches" ] && for p in "$patches"/[0-9][0-9][0-9][0-9]-*.patch; do
+		case $(basename "$p") in 0000-*) continue ;; esac
+		echo "patch: $(basename "$p") $(sha256sum <"$p" | cut -c1-16)"
+	done
 	for f in "${fragments[@]}"; do echo "fragment: $(basename "$f") $(sha256sum <"$f" | cut -c1-16)"; done
 	echo "recipe: $recipe"
 )
