@@ -2,6 +2,7 @@
 // HotMem against stock virtio-mem, idle and loaded, over a range of sizes — in one guest, one run.
 //
 //   tsx scripts/bench.ts [--sizes 128M,256M,512M,1G,2G] [--modes stock,hotmem] [--repeat N] [--out DIR]
+//                        [--kernel BZIMAGE]   (default: built by scripts/build-kernel.sh)
 //
 // Instances are memhogs of size I = max(S/2, one memory block), each filling 90% of I.
 // idle:   plug S, place it, reclaim S with nothing running.
@@ -162,6 +163,7 @@ async function main(): Promise<void> {
       modes: { type: 'string', default: hasPatches(HOTMEM_SERIES) ? 'stock,hotmem' : 'stock' },
       repeat: { type: 'string', default: '1' },
       out: { type: 'string', default: join(projectRoot(), 'bench-results') },
+      kernel: { type: 'string' },
     },
   });
   const sizes = values.sizes.split(',').map(parseSize);
@@ -175,7 +177,8 @@ async function main(): Promise<void> {
     throw new Error(`--repeat: '${values.repeat}' is not 1..20`);
   const largest = Math.max(...sizes);
 
-  const kernel = modes.includes('hotmem') ? await buildHotMemKernel() : await buildKernel();
+  const kernel =
+    values.kernel ?? (modes.includes('hotmem') ? await buildHotMemKernel() : await buildKernel());
   const g = await bootGuest(kernel, {
     hotplugRegion: 2 * largest + 2 * BLOCK,
     log: (l) => console.error(l),
