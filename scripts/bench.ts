@@ -17,6 +17,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseSize } from '../lib/cli.js';
 import type { GuestClient } from './testbed/guest.js';
 import { GUEST_MEMHOG, GUEST_PACKAGE } from './testbed/initramfs.js';
 import { projectRoot } from './testbed/paths.js';
@@ -30,17 +31,16 @@ import {
   hasPatches,
   vmstat,
 } from './testbed/testbed.js';
-import { GiB, MiB } from './testbed/vm.js';
+import { MiB } from './testbed/vm.js';
 
 type Mode = Sample['mode'];
 const BLOCK = 128 * MiB;
 const LAUNCHER = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 
-function parseSize(text: string): number {
-  const m = /^(\d+)([MG])$/i.exec(text.trim());
-  if (!m?.[1] || !m[2]) throw new Error(`--sizes: '${text}' is not a size like 128M or 2G`);
-  const bytes = Number(m[1]) * (m[2].toUpperCase() === 'G' ? GiB : MiB);
-  if (bytes === 0 || bytes % BLOCK !== 0)
+/** A size from --sizes (the CLI's syntax: 128M, 2G), which must be whole memory blocks. */
+function blockMultiple(text: string): number {
+  const bytes = parseSize(text, '--sizes');
+  if (bytes % BLOCK !== 0)
     throw new Error(`--sizes: ${text} is not a multiple of the 128 MiB memory block`);
   return bytes;
 }
@@ -166,7 +166,7 @@ async function main(): Promise<void> {
       kernel: { type: 'string' },
     },
   });
-  const sizes = values.sizes.split(',').map(parseSize);
+  const sizes = values.sizes.split(',').map(blockMultiple);
   const modes = values.modes.split(',').map((m) => {
     if (m !== 'stock' && m !== 'hotmem')
       throw new Error(`--modes: '${m}' is neither stock nor hotmem`);
