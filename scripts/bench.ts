@@ -70,6 +70,9 @@ async function plug(
   await g.vm.virtioMem.setRequestedSize(total);
   let onlined = 0;
   for (;;) {
+    // Read the size before the round: a round that found nothing offline and then a full device
+    // can mean the last blocks arrived in between, still offline.
+    const full = (await g.vm.virtioMem.size()) === total;
     const target =
       mode === 'stock' ? 'online_movable' : `online_hotmem$(( (${onlined} + i) / ${blocksEach} ))`;
     const out = await g.guest.check([
@@ -79,13 +82,17 @@ async function plug(
     ]);
     const now = Number(out.trim());
     onlined += now;
-    if (now === 0 && (await g.vm.virtioMem.size()) === total) break;
+    if (now === 0 && full) break;
     if (performance.now() > deadline)
       throw new Error(`plug of ${total / MiB} MiB: not all online after 300 s`);
     if (now === 0)
       await g.vm.virtioMem.waitForSize(total, { timeoutMs: 1000 }).catch(() => undefined);
   }
   const ms = performance.now() - start;
+  if (onlined * BLOCK !== total)
+    throw new Error(
+      `plug of ${total / MiB} MiB: onlined ${onlined} blocks, expected ${total / BLOCK}`,
+    );
   const partitions = Array.from({ length: Math.ceil(onlined / blocksEach) }, (_, i) => i);
   return { ms, partitions };
 }
@@ -184,6 +191,7 @@ async function main(): Promise<void> {
     log: (l) => console.error(l),
   });
   const samples: Sample[] = [];
+  let failure: unknown;
   try {
     for (let run = 0; run < repeat; run++) {
       for (const size of sizes) {
@@ -199,6 +207,9 @@ async function main(): Promise<void> {
         }
       }
     }
+  } catch (err) {
+    // Keep what was measured: the samples so far are written below, then the run fails.
+    failure = err;
   } finally {
     await g.stop();
   }
@@ -225,6 +236,7 @@ async function main(): Promise<void> {
   const lines = ratios(rows);
   if (lines.length) console.log(`\nratios (same VM, same run):\n${lines.join('\n')}`);
   console.log(`\nresults: ${join(values.out, `bench-${stamp}.{json,svg}`)}`);
+  if (failure) throw failure;
 }
 
 main().catch((err: unknown) => {
