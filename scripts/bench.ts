@@ -34,6 +34,8 @@ import {
 import { MiB } from './testbed/vm.js';
 
 type Mode = Sample['mode'];
+/** The guest, and how many memory blocks it had before anything was plugged. */
+type BenchGuest = Guest & { bootBlocks: number };
 const BLOCK = 128 * MiB;
 const LAUNCHER = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 
@@ -52,6 +54,31 @@ async function guestCpuMs(guest: GuestClient): Promise<number> {
   return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0)) * 10;
 }
 
+async function memoryBlockCount(guest: GuestClient): Promise<number> {
+  const out = await guest.check([
+    '/bin/sh',
+    '-c',
+    'ls -d /sys/devices/system/memory/memory* | wc -l',
+  ]);
+  return Number(out.trim());
+}
+
+/**
+ * Waits until the guest has removed every hot-plugged block. virtio-mem removes a block only
+ * after its last sub-block is unplugged, a moment after the device reports size 0; plugging
+ * before that refills the old block, online in its old zone, instead of adding offline blocks.
+ */
+async function untilUnplugged(g: BenchGuest): Promise<void> {
+  const deadline = performance.now() + 60_000;
+  let blocks = await memoryBlockCount(g.guest);
+  while (blocks > g.bootBlocks) {
+    if (performance.now() > deadline)
+      throw new Error(`${blocks - g.bootBlocks} hot-plugged blocks still present after 60 s`);
+    await new Promise((r) => setTimeout(r, 100));
+    blocks = await memoryBlockCount(g.guest);
+  }
+}
+
 /**
  * Plugs up to `total` bytes and onlines the blocks as they arrive: movable (stock), or into
  * consecutive partitions of `blocksEach` blocks from partition 0 (hotmem). virtio-mem stops
@@ -60,11 +87,12 @@ async function guestCpuMs(guest: GuestClient): Promise<number> {
  * last block online, and the partitions populated.
  */
 async function plug(
-  g: Guest,
+  g: BenchGuest,
   total: number,
   mode: Mode,
   blocksEach: number,
 ): Promise<{ ms: number; partitions: number[] }> {
+  await untilUnplugged(g);
   const start = performance.now();
   const deadline = start + 300_000;
   await g.vm.virtioMem.setRequestedSize(total);
@@ -98,7 +126,7 @@ async function plug(
 }
 
 async function startInstances(
-  g: Guest,
+  g: BenchGuest,
   mode: Mode,
   count: number,
   bytes: number,
@@ -116,7 +144,7 @@ async function startInstances(
   );
 }
 
-async function kill(g: Guest, pids: number[]): Promise<void> {
+async function kill(g: BenchGuest, pids: number[]): Promise<void> {
   for (const pid of pids) {
     await g.guest.signal(pid, 'SIGKILL');
     await g.guest.wait(pid);
@@ -124,7 +152,7 @@ async function kill(g: Guest, pids: number[]): Promise<void> {
 }
 
 /** Reclaims the given partitions (hotmem) and unplugs down to `target`, measuring all of it. */
-async function reclaim(g: Guest, mode: Mode, partitions: number[], target: number) {
+async function reclaim(g: BenchGuest, mode: Mode, partitions: number[], target: number) {
   const vmBefore = await vmstat(g.guest);
   const cpuBefore = await guestCpuMs(g.guest);
   let reclaimMs = 0;
@@ -145,13 +173,13 @@ async function reclaim(g: Guest, mode: Mode, partitions: number[], target: numbe
   };
 }
 
-async function idle(g: Guest, mode: Mode, size: number): Promise<Sample> {
+async function idle(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
   const placed = await plug(g, size, mode, size / BLOCK);
   const measured = await reclaim(g, mode, placed.partitions, 0);
   return { mode, scenario: 'idle', sizeBytes: size, plugMs: placed.ms, ...measured };
 }
 
-async function loaded(g: Guest, mode: Mode, size: number): Promise<Sample> {
+async function loaded(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
   const instance = Math.max(size / 2, BLOCK);
   const exiting = size / instance;
   const placed = await plug(g, size + 2 * instance, mode, instance / BLOCK);
@@ -186,10 +214,11 @@ async function main(): Promise<void> {
 
   const kernel =
     values.kernel ?? (modes.includes('hotmem') ? await buildHotMemKernel() : await buildKernel());
-  const g = await bootGuest(kernel, {
+  const booted = await bootGuest(kernel, {
     hotplugRegion: 2 * largest + 2 * BLOCK,
     log: (l) => console.error(l),
   });
+  const g: BenchGuest = { ...booted, bootBlocks: await memoryBlockCount(booted.guest) };
   const samples: Sample[] = [];
   let failure: unknown;
   try {
