@@ -8,7 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -93,7 +93,10 @@ export interface AgentOptions {
   /** null: the agent is not a subreaper (unit tests). */
   reaper: Reaper | null;
   logger: Logger;
-  /** One JSON record per instance, read back to adopt instances after a restart. */
+  /**
+   * Per instance a JSON record `<id>.json`, read back to adopt instances after a restart, and its
+   * output files `<id>/stdout` and `<id>/stderr`.
+   */
   stateDir?: string;
   acquireTimeoutMs?: number;
   spill?: boolean;
@@ -230,6 +233,7 @@ export class Agent {
       this.logger.warn('HotMem is available but hotmem-exec is not: instances will run unbound');
     }
     await this.adoptSurvivors();
+    await this.removeLeftovers();
     await this.reclaimUnused();
     this.logger.info(
       { hotmem: partitions !== null, binding: this.bindsInstances ? 'bound' : 'unbound' },
@@ -516,6 +520,7 @@ export class Agent {
       launcher: this.bindsInstances ? this.options.launcher : null,
       pidfds: this.options.pidfds,
       logger: this.logger,
+      outputDir: this.stateDir,
       onSpawn: (child: ChildProcess) => {
         const { pid } = child;
         if (pid === undefined) return;
@@ -596,6 +601,19 @@ export class Agent {
         cleanup,
       );
       this.register(instance);
+    }
+  }
+
+  /**
+   * State of instances that no longer exist, left by an agent killed while cleaning one up: a
+   * record or output files with no instance group.
+   */
+  private async removeLeftovers(): Promise<void> {
+    for (const entry of await readdir(this.stateDir)) {
+      const id = entry.replace(/\.json$/, '');
+      if (!instanceIdSchema.safeParse(id).success || this.instances.has(id)) continue;
+      this.logger.info({ instance: id, entry }, 'removing the state of an instance that is gone');
+      await rm(path.join(this.stateDir, entry), { recursive: true, force: true });
     }
   }
 

@@ -8,24 +8,29 @@
  * moved into its cgroup right after spawn: that is the documented *unbound* mode, with no
  * partition and a short window in which the process runs outside its cgroup.
  *
+ * Its stdout and stderr are files in `<outputDir>/<id>/` (see OutputFiles), so it can outlive the
+ * agent that started it and still write, and the agent that adopts it finds its output.
+ *
  * Everything an instance acquires is registered on its CleanupStack as it is acquired, and the
  * stack is unwound on every way out: spawn failure, exit, stop, agent shutdown.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { type CgroupTree, type InstanceCgroup, isErrno } from '../cgroup.js';
 import { CleanupStack } from './cleanup-stack.js';
-import { DEFAULT_OUTPUT_BYTES, OutputRing } from './output-ring.js';
+import { OutputFiles, type OutputFilesOptions } from './output-files.js';
+import type { OutputRing } from './output-ring.js';
 
 export const DEFAULT_STOP_GRACE_MS = 5_000;
 /** How often an adopted process (not our child, so no exit notification) is checked. */
 const ADOPTED_POLL_MS = 200;
 /** How long stragglers left in the cgroup after the main process exits get to die. */
 const STRAGGLER_WAIT_MS = 2_000;
-const OUTPUT_DRAIN_MS = 1_000;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface Launcher {
@@ -54,8 +59,12 @@ export interface InstanceEnvironment {
   launcher: Launcher | null;
   pidfds: Pidfds | null;
   logger: Logger;
-  /** Bytes of stdout and of stderr kept per instance. */
+  /** Holds one directory of output files per instance, `<outputDir>/<id>/{stdout,stderr}`. */
+  outputDir: string;
+  /** Bytes of stdout and of stderr kept in memory per instance. */
   outputBytes?: number;
+  /** Size at which an output file is emptied (DEFAULT_OUTPUT_FILE_LIMIT_BYTES). */
+  outputFileLimitBytes?: number;
 }
 
 export interface InstanceSpec {
@@ -127,14 +136,13 @@ export class Instance {
   readonly cpuWeight: number | null;
   readonly startedAt: string;
   readonly adopted: boolean;
+  /** null for an adopted instance whose output files were not found. */
   readonly stdout: OutputRing | null;
   readonly stderr: OutputRing | null;
   /** Settles once the main process is gone and the cleanup stack has been unwound. */
   readonly exited: Promise<InstanceExit>;
 
   private stateValue: InstanceState = 'running';
-  /** Settles when the child's stdout and stderr are closed (immediately for adopted ones). */
-  private outputClosed: Promise<unknown> = Promise.resolve();
   private exitValue: InstanceExit | null = null;
   private stopRequested = false;
   private resolveExited!: (exit: InstanceExit) => void;
@@ -146,7 +154,7 @@ export class Instance {
       pid: number | null;
       startedAt: string;
       adopted: boolean;
-      output: { stdout: OutputRing; stderr: OutputRing } | null;
+      output: OutputFiles | null;
     },
     private readonly cgroup: InstanceCgroup,
     private readonly pidfd: number | null,
@@ -192,24 +200,22 @@ export class Instance {
         ...(spec.cpuWeight !== undefined && { cpuWeight: spec.cpuWeight }),
       });
       cleanup.push('remove cgroup', () => cgroup.remove());
+      const output = followOutput(spec.id, env, logger, cleanup, OutputFiles.create);
 
       const [file, ...args] = launchArgv(spec, env.launcher, cgroup.path);
-      const child = spawn(file as string, args, {
-        cwd: spec.cwd,
-        env: { PATH: process.env.PATH ?? DEFAULT_PATH, ...spec.env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-        // Its own session: a signal to the agent's process group does not reach instances, the
-        // agent stops them itself, in order.
-        detached: true,
-      });
+      const child = output.withChildFds((stdout, stderr) =>
+        spawn(file as string, args, {
+          cwd: spec.cwd,
+          env: { PATH: process.env.PATH ?? DEFAULT_PATH, ...spec.env },
+          stdio: ['ignore', stdout, stderr],
+          // Its own session: a signal to the agent's process group does not reach instances, the
+          // agent stops them itself, in order.
+          detached: true,
+        }),
+      );
       env.onSpawn?.(child);
-      // Listen before the first await: a short command can exit, and its output end, meanwhile.
-      const bytes = env.outputBytes ?? DEFAULT_OUTPUT_BYTES;
-      const output = {
-        stdout: new OutputRing(bytes, (line) => logger.info({ stream: 'stdout' }, line)),
-        stderr: new OutputRing(bytes, (line) => logger.info({ stream: 'stderr' }, line)),
-      };
-      const ended = watchChild(child, output);
+      // Listen before the first await: a short command can exit meanwhile.
+      const exited = childExit(child);
       const pid = await spawned(child, spec.command[0] as string);
       let pidfd: number | null = null;
       try {
@@ -217,7 +223,7 @@ export class Instance {
         if (env.launcher === null) await joinUnlessGone(cgroup, pid);
       } catch (error) {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-        await ended.exit;
+        await exited;
         if (pidfd !== null) closeSync(pidfd);
         throw error;
       }
@@ -231,8 +237,7 @@ export class Instance {
         cleanup,
         { ...env, logger },
       );
-      instance.outputClosed = ended.outputClosed;
-      void ended.exit.then((status) => instance.finish(status));
+      void exited.then((status) => instance.finish(status));
       logger.info({ pid, partition: spec.partition, command: spec.command }, 'instance started');
       return instance;
     } catch (error) {
@@ -264,13 +269,14 @@ export class Instance {
     }
     const fd = pidfd;
     if (fd !== null) cleanup.push('close pidfd', () => closeSync(fd));
+    const output = followOutput(spec.id, env, logger, cleanup, OutputFiles.adopt);
     const instance = new Instance(
       {
         spec,
         pid: spec.pid,
         startedAt: spec.startedAt ?? new Date().toISOString(),
         adopted: true,
-        output: null,
+        output,
       },
       cgroup,
       pidfd,
@@ -392,9 +398,7 @@ export class Instance {
     } catch (error) {
       this.env.logger.warn({ err: error }, 'could not kill the processes left in the cgroup');
     }
-    // The last output may still be in the pipes; a process outside the cgroup holding them open
-    // must not hold up the cleanup, hence the bound.
-    await Promise.race([this.outputClosed, sleep(OUTPUT_DRAIN_MS, undefined, { ref: false })]);
+    // Unwinding reads the last output, then removes the files.
     await this.cleanup.unwind(this.env.logger);
     this.stateValue = 'exited';
     this.resolveExited(exit);
@@ -454,25 +458,33 @@ interface ChildStatus {
   signal: NodeJS.Signals | null;
 }
 
-/** Feeds the child's output into the rings; settles on its exit and on its pipes' close. */
-function watchChild(
-  child: ChildProcess,
-  output: { stdout: OutputRing; stderr: OutputRing },
-): { exit: Promise<ChildStatus>; outputClosed: Promise<unknown> } {
-  const pipe = (stream: NodeJS.ReadableStream | null, ring: OutputRing) => {
-    if (!stream) return Promise.resolve();
-    stream.on('data', (chunk: Buffer) => ring.write(chunk));
-    stream.on('end', () => ring.end());
-    return new Promise((resolve) => stream.once('close', resolve));
-  };
-  const outputClosed = Promise.all([
-    pipe(child.stdout, output.stdout),
-    pipe(child.stderr, output.stderr),
-  ]);
-  const exit = new Promise<ChildStatus>((resolve) => {
+function childExit(child: ChildProcess): Promise<ChildStatus> {
+  return new Promise((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
-  return { exit, outputClosed };
+}
+
+/**
+ * Opens the instance's output files (creating them, or finding an earlier agent's) and registers
+ * their cleanup: stop following after a last read, then remove them. Cleanup runs once the
+ * instance's processes are gone, so no process of it writes to them any more.
+ */
+function followOutput<Output extends OutputFiles | null>(
+  id: string,
+  env: InstanceEnvironment,
+  logger: Logger,
+  cleanup: CleanupStack,
+  open: (dir: string, options: OutputFilesOptions) => Output,
+): Output {
+  const dir = path.join(env.outputDir, id);
+  cleanup.push('remove output files', () => rm(dir, { recursive: true, force: true }));
+  const output = open(dir, {
+    logger,
+    ...(env.outputBytes !== undefined && { keptBytes: env.outputBytes }),
+    ...(env.outputFileLimitBytes !== undefined && { limitBytes: env.outputFileLimitBytes }),
+  });
+  if (output) cleanup.push('stop following output', () => output.close());
+  return output;
 }
 
 /** Unbound mode moves the process in after spawn; one that already exited cannot be moved. */

@@ -1,6 +1,7 @@
 /**
  * The tail of an instance's stdout or stderr: a fixed number of bytes, oldest dropped first, plus
  * the complete lines handed to a callback (for the log) with a bound on the length of one line.
+ * Fed by OutputFiles, which follows the files the instance writes.
  */
 import { StringDecoder } from 'node:string_decoder';
 
@@ -29,6 +30,16 @@ export class OutputRing {
   write(chunk: Buffer): void {
     this.store(chunk);
     if (this.onLine) this.splitLines(this.decoder.write(chunk));
+  }
+
+  /**
+   * Keeps output an earlier agent already read and logged (after a restart) without logging it
+   * again; only its unfinished last line, which nobody logged yet, starts the next logged line.
+   */
+  restore(chunk: Buffer): void {
+    this.store(chunk);
+    if (this.onLine)
+      this.splitLines(this.decoder.write(chunk.subarray(chunk.lastIndexOf(0x0a) + 1)));
   }
 
   /** Hands out a last line that had no newline; call once the stream ended. */

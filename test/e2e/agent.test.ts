@@ -1,7 +1,8 @@
 // The in-guest agent on the patched 6.12 kernel: the host plugs memory over QMP, starts an
 // instance through the agent's API, the instance's memory lands in its partition, it exits, the
 // partition is reclaimed with zero migrations and the events arrive; then the agent is killed
-// with -9 mid-flight, restarted, adopts the running instance, and still reclaims its partition.
+// with -9 mid-flight, restarted, adopts the running instance, which wrote output all along, and
+// still reclaims its partition.
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
@@ -130,12 +131,19 @@ describe.skipIf(!hasSeries)(
       agent.follow();
     };
 
+    const stdout = async (id: string) =>
+      (await agent.call<{ output: { stdout: string | null } }>('GET', `/v1/instances/${id}`)).body
+        .output.stdout ?? '';
+
     /** Waits until the instance's memhog has faulted in all of its memory. */
     const instanceReady = (id: string) =>
-      agent.until(`instance ${id} ready`, async () => {
-        const r = await agent.call<{ output: { stdout: string } }>('GET', `/v1/instances/${id}`);
-        return r.body.output?.stdout.includes('memhog ready') ? true : undefined;
-      });
+      agent.until(`instance ${id} ready`, async () =>
+        (await stdout(id)).includes('memhog ready') ? true : undefined,
+      );
+
+    /** The numbers of the "tick N" lines in the instance's kept stdout. */
+    const ticks = async (id: string) =>
+      [...(await stdout(id)).matchAll(/tick (\d+)/g)].map((match) => Number(match[1]));
 
     beforeAll(async () => {
       const kernel = await buildHotMemKernel();
@@ -201,14 +209,21 @@ describe.skipIf(!hasSeries)(
     });
 
     it('adopts a running instance after kill -9 and a restart, then reclaims its partition', async () => {
+      // memhog holds the partition; the shell prints a line every 200 ms, through the kill and
+      // the restart. Its stdout is a file, not a pipe to the agent: a write while no agent runs
+      // must neither fail nor raise SIGPIPE.
       const started = await agent.call<{ id: string; partition: number }>('POST', '/v1/instances', {
-        command: [GUEST_MEMHOG, '100'],
+        command: [
+          '/bin/sh',
+          '-c',
+          `${GUEST_MEMHOG} 100 & i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2 || exit 1; done`,
+        ],
         memoryBytes: 128 * MiB,
       });
       expect(started.status).toBe(201);
       const { id, partition } = started.body;
-      // Its output goes to a pipe of the agent's: a write after the agent died would raise SIGPIPE.
       await instanceReady(id);
+      const beforeKill = await ticks(id);
 
       await g.guest.signal(agentPid, 'SIGKILL');
       await g.guest.wait(agentPid);
@@ -220,6 +235,18 @@ describe.skipIf(!hasSeries)(
         `/v1/instances/${id}`,
       );
       expect(adopted.body).toMatchObject({ state: 'running', adopted: true, partition });
+      // Every line, from before the kill, while no agent ran, and after the restart, in order.
+      const atRestart = await ticks(id);
+      expect(atRestart.length).toBeGreaterThan(beforeKill.length);
+      const afterRestart = await agent.until('ticks written after the restart', async () => {
+        const now = await ticks(id);
+        return now.length >= atRestart.length + 3 ? now : undefined;
+      });
+      expect(afterRestart).toEqual(Array.from({ length: afterRestart.length }, (_, i) => i + 1));
+      expect(await stdout(id)).toContain('memhog ready');
+      expect((await agent.call<{ state: string }>('GET', `/v1/instances/${id}`)).body.state).toBe(
+        'running',
+      );
       expect((await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status).toBe(
         200,
       );

@@ -1,5 +1,5 @@
 // Instances with real child processes and a temp-dir cgroup tree (see cgroup.test.ts).
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,17 +8,22 @@ import { launcherPath } from '../../lib/binding.js';
 import { CgroupTree } from '../../lib/cgroup.js';
 import { CleanupStack } from '../../lib/instance/cleanup-stack.js';
 import {
+  type AdoptSpec,
   Instance,
   type InstanceEnvironment,
   type InstanceSpec,
+  pidExists,
   SpawnError,
 } from '../../lib/instance/instance.js';
-import { OutputRing } from '../../lib/instance/output-ring.js';
+import { DEFAULT_OUTPUT_FILE_LIMIT_BYTES, OutputFiles } from '../../lib/instance/output-files.js';
+import { DEFAULT_OUTPUT_BYTES, OutputRing } from '../../lib/instance/output-ring.js';
 import { silentLogger } from '../../lib/log.js';
 
 let dir: string;
 let env: InstanceEnvironment;
 const running: Instance[] = [];
+/** Processes a test started as an earlier agent would have, outside any Instance. */
+const writers: ChildProcess[] = [];
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'hotmem-instance-'));
@@ -27,11 +32,18 @@ beforeEach(async () => {
   await writeFile(path.join(root, 'cgroup.controllers'), 'cpu memory\n');
   const cgroups = new CgroupTree(root);
   await cgroups.prepare();
-  env = { cgroups, launcher: null, pidfds: null, logger: silentLogger() };
+  env = {
+    cgroups,
+    launcher: null,
+    pidfds: null,
+    logger: silentLogger(),
+    outputDir: path.join(dir, 'output'),
+  };
 });
 
 afterEach(async () => {
   await Promise.all(running.splice(0).map((instance) => instance.stop(100)));
+  for (const writer of writers.splice(0)) writer.kill('SIGKILL');
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -43,6 +55,19 @@ const exists = (file: string) =>
 
 function spec(id: string, command: string[], extra: Partial<InstanceSpec> = {}): InstanceSpec {
   return { id, command, memoryBytes: 64 * 2 ** 20, partition: null, ...extra };
+}
+
+/** What an agent finds after a restart: the instance's cgroup, and pid in it (or none). */
+async function adopt(
+  id: string,
+  pid: number | null,
+  extra: Partial<AdoptSpec> = {},
+): Promise<Instance> {
+  await env.cgroups.create(id, { memoryMax: 2 ** 20 });
+  return Instance.adopt(
+    { id, pid, command: ['sh'], memoryBytes: 2 ** 20, partition: null, ...extra },
+    env,
+  );
 }
 
 async function start(s: InstanceSpec, cleanup?: CleanupStack): Promise<Instance> {
@@ -106,6 +131,7 @@ describe('Instance.start (unbound mode)', () => {
     expect(error).toMatchObject({ code: 'ENOENT' });
     expect(released).toBe(true);
     expect(await env.cgroups.list()).toEqual([]);
+    expect(await exists(path.join(env.outputDir, 'i-missing'))).toBe(false);
   });
 
   it('refuses a partition when there is no launcher to bind it', async () => {
@@ -200,16 +226,119 @@ describe('Instance.start with hotmem-exec (no partition: no HotMem kernel here)'
   });
 });
 
+describe('output files', () => {
+  it('are written by the instance itself, followed while it runs and removed once it ended', async () => {
+    const instance = await start(
+      spec('i-files', [
+        'sh',
+        '-c',
+        'echo to-out; echo to-err >&2; echo "fd1: $(readlink /proc/$$/fd/1)"; sleep 30',
+      ]),
+    );
+    const files = path.join(env.outputDir, 'i-files');
+    await waitFor(() => instance.stdout?.toString().includes('fd1:') ?? false);
+    // The instance's fd 1 is the file itself, not a pipe to the agent.
+    expect(instance.stdout?.toString()).toBe(`to-out\nfd1: ${path.join(files, 'stdout')}\n`);
+    expect(instance.stderr?.toString()).toBe('to-err\n');
+    expect(await readFile(path.join(files, 'stdout'), 'utf8')).toBe(instance.stdout?.toString());
+    expect(await readFile(path.join(files, 'stderr'), 'utf8')).toBe('to-err\n');
+
+    await instance.stop(1_000);
+    expect(await exists(files)).toBe(false);
+    expect(instance.stdout?.toString()).toContain('to-out\n');
+  });
+
+  it('are emptied at their limit with a marker line, keeping the latest output', async () => {
+    env = { ...env, outputBytes: 1024, outputFileLimitBytes: 4096 };
+    // 100 lines of 100 bytes at once, then one more once the agent has emptied the file.
+    const instance = await start(
+      spec('i-chatty', [
+        process.execPath,
+        '-e',
+        `process.stdout.write(Array.from({ length: 100 }, (_, i) => String(i).padStart(99, '.') + '\\n').join(''));
+         const waiting = setInterval(() => {
+           if (require('node:fs').fstatSync(1).size < 10000) { clearInterval(waiting); console.log('done'); }
+         }, 10);
+         setInterval(() => {}, 1000);`,
+      ]),
+    );
+    await waitFor(() => instance.stdout?.toString().endsWith('done\n') ?? false);
+    const file = await readFile(path.join(env.outputDir, 'i-chatty', 'stdout'), 'utf8');
+    expect(file).toBe(
+      '[hotmem: stdout reached 4096 bytes; the 10000 bytes before this line were dropped from its file]\ndone\n',
+    );
+    const tail = instance.stdout?.toString() ?? '';
+    expect(Buffer.byteLength(tail)).toBe(1024);
+    expect(tail.endsWith(`${'99'.padStart(99, '.')}\n${file}`)).toBe(true);
+  });
+
+  it('have the limits docs/agent-api.md gives', async () => {
+    const doc = (await readFile(new URL('../../docs/agent-api.md', import.meta.url), 'utf8'))
+      .split(/\s+/)
+      .join(' ');
+    expect(doc).toContain(`keeps the last ${DEFAULT_OUTPUT_BYTES / 1024} KiB of each`);
+    expect(doc).toContain(`read ${DEFAULT_OUTPUT_FILE_LIMIT_BYTES / 1024} KiB of a file`);
+    expect(doc).toContain(`stdout reached ${DEFAULT_OUTPUT_FILE_LIMIT_BYTES} bytes`);
+  });
+});
+
 describe('Instance.adopt', () => {
+  it('shows what the instance wrote while no agent ran and follows what it writes after', async () => {
+    // What the agent that started it did, before it was killed: the files, a writer, then the
+    // agent's side of the files dropped while the writer runs on.
+    const files = path.join(env.outputDir, 'i-survivor');
+    const earlier = OutputFiles.create(files, { logger: silentLogger() });
+    const writer = earlier.withChildFds((stdout, stderr) =>
+      spawn('sh', ['-c', 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.02; done'], {
+        stdio: ['ignore', stdout, stderr],
+      }),
+    );
+    writers.push(writer);
+    const pid = writer.pid as number;
+    earlier.close();
+    await expect
+      .poll(async () => (await readFile(path.join(files, 'stdout'), 'utf8')).split('\n').length)
+      .toBeGreaterThan(5);
+
+    const instance = await adopt('i-survivor', pid);
+    running.push(instance);
+    const ticks = () => [...(instance.stdout?.toString() ?? '').matchAll(/tick (\d+)/g)];
+    const atAdoption = ticks().length;
+    expect(atAdoption).toBeGreaterThanOrEqual(5);
+    expect(ticks()[0]?.[1]).toBe('1');
+    await waitFor(() => ticks().length >= atAdoption + 5);
+    expect(ticks().map((match) => Number(match[1]))).toEqual(
+      Array.from({ length: ticks().length }, (_, index) => index + 1),
+    );
+    expect(pidExists(pid)).toBe(true);
+
+    expect(await instance.stop(1_000)).toMatchObject({ reason: 'stopped' });
+    expect(await exists(files)).toBe(false);
+  });
+
+  it('keeps the output of an instance that ended while no agent ran', async () => {
+    const files = path.join(env.outputDir, 'i-ended');
+    const earlier = OutputFiles.create(files, { logger: silentLogger() });
+    const writer = earlier.withChildFds((stdout, stderr) =>
+      spawn('sh', ['-c', 'echo last words; echo oops >&2'], { stdio: ['ignore', stdout, stderr] }),
+    );
+    await new Promise((resolve) => writer.once('exit', resolve));
+    earlier.close();
+    const instance = await adopt('i-ended', null);
+    expect(await instance.exited).toMatchObject({ reason: 'lost' });
+    expect(instance.stdout?.toString()).toBe('last words\n');
+    expect(instance.stderr?.toString()).toBe('oops\n');
+    expect(await exists(files)).toBe(false);
+  });
+
   it('watches a process it did not start and marks it lost when it goes', async () => {
     const orphan = spawn('sleep', ['30'], { stdio: 'ignore' });
     const pid = orphan.pid as number;
-    await env.cgroups.create('i-adopt', { memoryMax: 2 ** 20 });
-    const instance = Instance.adopt(
-      { id: 'i-adopt', pid, command: ['sleep', '30'], memoryBytes: 2 ** 20, partition: 1 },
-      env,
-    );
+    const instance = await adopt('i-adopt', pid, { partition: 1 });
     expect(instance.summary()).toMatchObject({ state: 'running', adopted: true, partition: 1 });
+    // No agent made output files for it.
+    expect(instance.stdout).toBeNull();
+    expect(instance.stderr).toBeNull();
     orphan.kill('SIGKILL');
     expect(await instance.exited).toMatchObject({ code: null, signal: null, reason: 'lost' });
     expect(await env.cgroups.list()).toEqual([]);
@@ -220,17 +349,7 @@ describe('Instance.adopt', () => {
     const signalled = new Promise((resolve) =>
       orphan.once('exit', (_code, signal) => resolve(signal)),
     );
-    await env.cgroups.create('i-adopt-stop', { memoryMax: 2 ** 20 });
-    const instance = Instance.adopt(
-      {
-        id: 'i-adopt-stop',
-        pid: orphan.pid as number,
-        command: ['sleep'],
-        memoryBytes: 2 ** 20,
-        partition: null,
-      },
-      env,
-    );
+    const instance = await adopt('i-adopt-stop', orphan.pid as number);
     expect(await instance.stop(5_000)).toMatchObject({ code: null, reason: 'stopped' });
     expect(await signalled).toBe('SIGTERM');
   });
@@ -239,11 +358,7 @@ describe('Instance.adopt', () => {
     const gone = spawn('true');
     const pid = gone.pid as number;
     await new Promise((resolve) => gone.once('exit', resolve));
-    await env.cgroups.create('i-gone', { memoryMax: 2 ** 20 });
-    const instance = Instance.adopt(
-      { id: 'i-gone', pid, command: ['true'], memoryBytes: 2 ** 20, partition: null },
-      env,
-    );
+    const instance = await adopt('i-gone', pid);
     expect(await instance.exited).toMatchObject({ reason: 'lost' });
   });
 });
@@ -258,6 +373,15 @@ describe('OutputRing', () => {
     ring.write(Buffer.from('0123456789'));
     expect(ring.toString()).toBe('23456789');
     expect(ring.droppedBytes).toBe(12);
+  });
+
+  it('restores output without logging it again, except an unfinished last line', () => {
+    const lines: string[] = [];
+    const ring = new OutputRing(1024, (line) => lines.push(line));
+    ring.restore(Buffer.from('logged before\nunfinis'));
+    ring.write(Buffer.from('hed\nnew\n'));
+    expect(lines).toEqual(['unfinished', 'new']);
+    expect(ring.toString()).toBe('logged before\nunfinished\nnew\n');
   });
 
   it('hands out whole lines, across chunks and split characters', () => {

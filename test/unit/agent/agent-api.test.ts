@@ -107,6 +107,7 @@ describe('agent API without HotMem (unbound mode)', () => {
     expect(detail.output.stdout).toBe('hi from instance\n');
     expect(await exists(path.join(harness.cgroupRoot, 'hotmem', created.id))).toBe(false);
     expect(await exists(path.join(harness.stateDir, `${created.id}.json`))).toBe(false);
+    expect(await exists(path.join(harness.stateDir, created.id))).toBe(false);
   });
 
   it('stops an instance with SIGTERM and lists it as stopped', async () => {

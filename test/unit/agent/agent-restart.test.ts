@@ -1,14 +1,15 @@
 // kill -9 of a real `hotmem agent` process and a restart on the same cgroup tree and state
-// directory: the new agent adopts what survived and reports what did not.
+// directory: the new agent adopts what survived, with its output, and reports what did not.
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { AgentClient } from '../../../lib/agent/client.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
-import type { InstanceSummary } from '../../../lib/instance/instance.js';
+import { type InstanceSummary, pidExists } from '../../../lib/instance/instance.js';
 import { startCliAgent } from './cli-process.js';
+import { makeTempTree, startHarness } from './harness.js';
 
 const agents: ChildProcess[] = [];
 const pids: number[] = [];
@@ -29,13 +30,22 @@ async function instances(client: AgentClient): Promise<InstanceSummary[]> {
     .instances;
 }
 
+/** The tick numbers in an instance's kept stdout. */
+async function ticks(client: AgentClient, id: string): Promise<number[]> {
+  const detail = (await client.json('GET', `/v1/instances/${id}`)) as {
+    output: { stdout: string | null };
+  };
+  return [...(detail.output.stdout ?? '').matchAll(/tick (\d+)/g)].map((match) => Number(match[1]));
+}
+
 it('adopts surviving instances after kill -9 and marks the dead ones exited', async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'hotmem-restart-'));
   const first = await startCliAgent(dir);
   agents.push(first.agent);
   const client = new AgentClient({ socketPath: first.socketPath });
+  // Writes on through the kill: with its output in a pipe to the agent it would die of SIGPIPE.
   const survivor = await client.createInstance({
-    command: ['sleep', '60'],
+    command: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.05; done'],
     memoryBytes: 8 * 2 ** 20,
   });
   const victim = await client.createInstance({
@@ -43,10 +53,12 @@ it('adopts surviving instances after kill -9 and marks the dead ones exited', as
     memoryBytes: 8 * 2 ** 20,
   });
   pids.push(survivor.pid, victim.pid);
+  await expect.poll(async () => (await ticks(client, survivor.id)).length).toBeGreaterThan(0);
 
   first.agent.kill('SIGKILL');
   await new Promise((resolve) => first.agent.once('exit', resolve));
   process.kill(victim.pid, 'SIGKILL'); // dies while no agent is watching
+  await new Promise((resolve) => setTimeout(resolve, 300)); // the survivor writes meanwhile
 
   const second = await startCliAgent(dir);
   agents.push(second.agent);
@@ -58,10 +70,17 @@ it('adopts surviving instances after kill -9 and marks the dead ones exited', as
     pid: survivor.pid,
     state: 'running',
     adopted: true,
-    command: ['sleep', '60'],
+    command: ['sh', '-c', expect.stringContaining('tick')],
     memoryBytes: 8 * 2 ** 20,
   });
   await expect.poll(async () => (await byId()).get(victim.id)?.exit?.reason).toBe('lost');
+  // Every line from the first on, none lost across the restart, and new ones still coming.
+  const atRestart = await ticks(adopted, survivor.id);
+  expect(atRestart).toEqual(Array.from({ length: atRestart.length }, (_, index) => index + 1));
+  await expect
+    .poll(async () => (await ticks(adopted, survivor.id)).length, { timeout: 5_000 })
+    .toBeGreaterThan(atRestart.length + 3);
+  expect(pidExists(survivor.pid)).toBe(true);
 
   process.kill(survivor.pid, 'SIGKILL');
   await expect
@@ -71,4 +90,17 @@ it('adopts surviving instances after kill -9 and marks the dead ones exited', as
   expect(listed.get(survivor.id)?.exit).toMatchObject({ code: null, reason: 'lost' });
   expect(await new CgroupTree(second.cgroupRoot).list()).toEqual([]);
   expect(await readdir(second.stateDir)).toEqual([]);
+});
+
+it('removes state left by instances that are gone as it starts', async () => {
+  const tree = await makeTempTree();
+  dir = tree.dir;
+  const gone = 'i-0123456789ab';
+  await mkdir(path.join(tree.stateDir, gone), { recursive: true });
+  await writeFile(path.join(tree.stateDir, gone, 'stdout'), 'output nobody will read\n');
+  await writeFile(path.join(tree.stateDir, `${gone}.json`), '{}\n');
+  await writeFile(path.join(tree.stateDir, 'README'), 'not an instance: left alone\n');
+  const harness = await startHarness({ tree });
+  expect(await readdir(tree.stateDir)).toEqual(['README']);
+  await harness.close();
 });
