@@ -12,7 +12,9 @@ import {
   readFileSync,
   realpathSync,
   renameSync,
+  rmSync,
   statSync,
+  utimesSync,
 } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { CpioWriter } from './cpio.js';
@@ -166,7 +168,11 @@ export async function buildInitramfs(opts: InitramfsOptions = {}): Promise<strin
   const key = sha(INIT_SCRIPT, listing.sort().join('\n'));
   const dir = join(cacheDir(), 'initramfs');
   const out = join(dir, `initramfs-${key}.cpio`);
-  if (existsSync(out)) return out;
+  if (existsSync(out)) {
+    const now = new Date();
+    utimesSync(out, now, now);
+    return out;
+  }
   mkdirSync(dir, { recursive: true });
 
   const stream = createWriteStream(`${out}.tmp`);
@@ -221,5 +227,15 @@ export async function buildInitramfs(opts: InitramfsOptions = {}): Promise<strin
   }
   await cpio.finish();
   renameSync(`${out}.tmp`, out);
+  pruneArchives(dir);
   return out;
+}
+
+/** Archives are ~100 MiB, one per content: keep the `keep` most recently used. */
+export function pruneArchives(dir: string, keep = 8): void {
+  const archives = readdirSync(dir)
+    .filter((f) => /^initramfs-[0-9a-f]+\.cpio$/.test(f))
+    .map((f) => ({ path: join(dir, f), used: statSync(join(dir, f)).mtimeMs }))
+    .sort((a, b) => b.used - a.used);
+  for (const { path } of archives.slice(keep)) rmSync(path, { force: true });
 }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import {
   buildInitramfs,
   GUEST_MEMHOG,
   INIT_SCRIPT,
+  pruneArchives,
   sharedLibraries,
 } from '../../../scripts/testbed/initramfs.js';
 
@@ -70,5 +71,27 @@ describe('test-bed initramfs', () => {
     expect(await buildInitramfs({ extraFiles: { '/opt/extra.txt': join(dir, 'extra.txt') } })).toBe(
       archive,
     );
+  });
+});
+
+describe('pruneArchives', () => {
+  it('keeps the most recently used archives and nothing else of theirs', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'initramfs-prune-'));
+    try {
+      for (let i = 0; i < 5; i++) {
+        const f = join(dir, `initramfs-${i}a.cpio`);
+        writeFileSync(f, '');
+        utimesSync(f, 1000 + i, 1000 + i);
+      }
+      writeFileSync(join(dir, 'unrelated.txt'), '');
+      pruneArchives(dir, 2);
+      expect(readdirSync(dir).sort()).toEqual([
+        'initramfs-3a.cpio',
+        'initramfs-4a.cpio',
+        'unrelated.txt',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
