@@ -56,12 +56,47 @@ export function hasPatches(series: string): boolean {
   );
 }
 
-/** The guest kernel with the HotMem series applied and CONFIG_HOTMEM merged. */
-export function buildHotMemKernel(opts: { debug?: boolean } = {}): Promise<string> {
+/** A kernel with a HotMem series applied, as the e2e suites name, build and boot it. */
+export interface HotMemKernel {
+  name: string;
+  series: string;
+  /** Source tree; Debian's linux-source-6.12 when absent. */
+  source?: string;
+  /** Merge scripts/kernel/debug.config (KASAN, lockdep, DEBUG_VM). */
+  debug?: boolean;
+  /** Why this kernel cannot be built here, if it cannot. */
+  unavailable?: string;
+}
+
+export const HOTMEM_V6_12: HotMemKernel = { name: 'patched 6.12', series: HOTMEM_SERIES };
+
+/** Every kernel the partition suite runs on: 6.12, its debug build, and 6.6 given a tree. */
+export function hotMemKernels(env: NodeJS.ProcessEnv = process.env): HotMemKernel[] {
+  const v66 = env.HOTMEM_V6_6_SOURCE;
+  return [
+    HOTMEM_V6_12,
+    { ...HOTMEM_V6_12, name: 'patched 6.12 debug (KASAN, lockdep, DEBUG_VM)', debug: true },
+    {
+      name: 'patched 6.6',
+      series: join(projectRoot(), 'kernel-patches/v6.6'),
+      source: v66,
+      unavailable: v66
+        ? undefined
+        : 'HOTMEM_V6_6_SOURCE is not set to a vanilla Linux 6.6.9 tree (kernel-patches/v6.6/BASE says where one is); only Debian 6.12 sources can be installed here',
+    },
+  ].map((k) => ({
+    ...k,
+    unavailable: k.unavailable ?? (hasPatches(k.series) ? undefined : `no patches in ${k.series}`),
+  }));
+}
+
+/** The guest kernel with a HotMem series applied and CONFIG_HOTMEM merged. */
+export function buildHotMemKernel(kernel: HotMemKernel = HOTMEM_V6_12): Promise<string> {
   return buildKernel({
-    patches: HOTMEM_SERIES,
+    source: kernel.source,
+    patches: kernel.series,
     configs: [join(projectRoot(), 'kernel-patches/hotmem.config')],
-    debug: opts.debug,
+    debug: kernel.debug,
   });
 }
 
