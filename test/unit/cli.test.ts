@@ -6,7 +6,13 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { formatBytes, main, parseSize, UsageError } from '../../lib/cli.js';
 import { cli, startCliAgent } from './agent/cli-process.js';
-import { MIB, makeSysfsTree, type SysfsTree } from './fixtures/sysfs-tree.js';
+import {
+  HOTMEM_SYSFS_TREE_STATUS,
+  hotmemSysfsTree,
+  MIB,
+  makeSysfsTree,
+  type SysfsTree,
+} from './fixtures/sysfs-tree.js';
 
 let tree: SysfsTree | undefined;
 const cleanups: Array<() => Promise<void>> = [];
@@ -16,28 +22,6 @@ afterEach(async () => {
   tree = undefined;
   for (const cleanup of cleanups.splice(0)) await cleanup();
 });
-
-function hotmemTree(): SysfsTree {
-  return makeSysfsTree({
-    blocks: [
-      { id: 8, state: 'online', validZones: ['Normal'] },
-      { id: 32, state: 'online', validZones: ['HotMem1'] },
-      { id: 33, state: 'offline', validZones: ['Movable', 'HotMem0', 'HotMem1'] },
-    ],
-    hotmem: {
-      maxPartitions: 2,
-      partitions: {
-        1: {
-          state: 'bound',
-          blocks: [32],
-          presentBytes: 128 * MIB,
-          freeBytes: 100 * MIB,
-          boundMms: 2,
-        },
-      },
-    },
-  });
-}
 
 describe('sizes', () => {
   it('parses sizes with binary units and rejects the rest, naming the option', () => {
@@ -113,7 +97,7 @@ describe('hotmem CLI', () => {
   });
 
   it('lists memory blocks as a table and as JSON', async () => {
-    tree = hotmemTree();
+    tree = hotmemSysfsTree();
     const human = await cli(['blocks', '--root', tree.root]);
     expect(human.code).toBe(0);
     const lines = human.stdout.trimEnd().split('\n');
@@ -153,7 +137,7 @@ describe('hotmem CLI', () => {
   });
 
   it('lists partitions and sums them up in status', async () => {
-    tree = hotmemTree();
+    tree = hotmemSysfsTree();
     const partitions = await cli(['partitions', '--json', '--root', tree.root]);
     expect(partitions.code).toBe(0);
     expect(JSON.parse(partitions.stdout)).toEqual([
@@ -168,17 +152,7 @@ describe('hotmem CLI', () => {
     ]);
     const status = await cli(['status', '--json', '--root', tree.root]);
     expect(status.code).toBe(0);
-    expect(JSON.parse(status.stdout)).toEqual({
-      hotmem: true,
-      blocks: { online: 2, offline: 1 },
-      memory: {
-        plugged: { blocks: 2, bytes: 256 * MIB },
-        spare: { blocks: 1, bytes: 128 * MIB },
-        bound: { blocks: 1, bytes: 128 * MIB },
-        free: { blocks: 0, bytes: 0 },
-        partitions: { empty: 1, free: 0, bound: 1, reclaiming: 0 },
-      },
-    });
+    expect(JSON.parse(status.stdout)).toEqual(HOTMEM_SYSFS_TREE_STATUS);
     const human = await cli(['status', '--root', tree.root]);
     expect(human.stdout).toContain(
       'hotmem: available\npartitions: 1 empty, 0 free, 1 bound, 0 reclaiming\n',
