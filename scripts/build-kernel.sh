@@ -31,6 +31,18 @@ debug=0
 die() { echo "build-kernel: $*" >&2; exit 1; }
 log() { echo "[build-kernel $(date +%T)] $*" >&2; }
 
+# Patched trees take ~1.5 GiB each: drop those whose build nobody used for a week (a hit
+# touches .hotmem-done), skipping any whose lock another build holds.
+prune_stale_trees() {
+	local done_file stale
+	for done_file in "$cache"/trees/*/build/.hotmem-done; do
+		[ -e "$done_file" ] || continue
+		[ -n "$(find "$done_file" -mtime +7)" ] || continue
+		stale=${done_file%/build/.hotmem-done}
+		(flock -n 8 && log "pruning unused $stale" && rm -rf "$stale") 8>"$cache/kernels/${stale##*/}.lock" || true
+	done
+}
+
 while [ $# -gt 0 ]; do
 	case $1 in
 	--source) source_dir=${2:?--source needs a directory}; shift 2 ;;
@@ -46,7 +58,9 @@ for f in "${fragments[@]}"; do [ -r "$f" ] || die "config fragment '$f' not read
 if [ -n "$patches" ]; then
 	[ -d "$patches" ] || die "patch series '$patches' is not a directory"
 	patches=$(cd "$patches" && pwd)
-	ls "$patches"/*.patch >/dev/null 2>&1 || die "no *.patch in '$patches'"
+	# The cover letter (0000) is not applied, and does not count.
+	[ -n "$(find "$patches" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' -print -quit)" ] ||
+		die "no *.patch in '$patches' besides a cover letter"
 fi
 mkdir -p "$cache"
 
@@ -85,27 +99,36 @@ key_inputs=$(
 	echo "recipe: $recipe"
 )
 key=$(sha256sum <<<"$key_inputs" | cut -c1-16)
+# A patched build gets its own copy of the source and builds in a subdirectory of it: Kbuild
+# then names the source tree "..", not by its absolute path, so the compiler's command lines
+# (-fmacro-prefix-map) do not change with the copy's name and ccache hits across revisions of
+# a series. An unpatched tree is built in place, out of tree.
+tree=$source_dir
 build=$cache/kernels/$kernelversion-$key
+if [ -n "$patches" ]; then
+	tree=$cache/trees/$kernelversion-$key
+	build=$tree/build
+fi
 mkdir -p "$cache/kernels"
 
-exec 9>"$build.lock"
+exec 9>"$cache/kernels/$kernelversion-$key.lock"
 flock 9
 if [ -f "$build/.hotmem-done" ]; then
+	touch "$build/.hotmem-done"
 	log "cached: $build"
 	echo "$build"
 	exit 0
 fi
+prune_stale_trees
 
-rm -rf "$build" && mkdir -p "$build"
-printf '%s\n' "$key_inputs" >"$build/key-inputs.txt"
-tree=$source_dir
 if [ -n "$patches" ]; then
-	tree=$cache/trees/$kernelversion-$key
 	log "copying $source_dir to $tree and applying $(basename "$patches")"
 	rm -rf "$tree" && mkdir -p "$cache/trees"
 	cp -a "$source_dir" "$tree"
 	"$project/kernel-patches/apply.sh" "$patches" "$tree" >&2
 fi
+rm -rf "$build" && mkdir -p "$build"
+printf '%s\n' "$key_inputs" >"$build/key-inputs.txt"
 
 export CCACHE_DIR=${CCACHE_DIR:-$cache/ccache}
 export CCACHE_BASEDIR=$tree CCACHE_NOHASHDIR=1 CCACHE_COMPILERCHECK=content
