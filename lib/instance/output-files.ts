@@ -9,7 +9,8 @@
  *
  * A file is bounded: once the agent has read `limitBytes` of it, it empties the file and appends a
  * marker line. Output written in the instant between that last read and the truncation is lost
- * (appends by the instance cannot be paused); while no agent runs nothing is truncated, and the
+ * (appends by the instance cannot be paused); so is output the agent falls more than `limitBytes`
+ * behind on, but for the newest, kept in the ring. While no agent runs nothing is truncated; the
  * next agent does it as it adopts the instance.
  */
 import {
@@ -76,8 +77,18 @@ class FollowedFile {
     this.truncateAtLimit();
   }
 
-  /** Reads everything written since the last read into the ring. */
+  /** Reads what was written since the last read into the ring; empties the file at the limit. */
   drain(): void {
+    const behind = fstatSync(this.fd).size - this.offset;
+    if (behind > this.limitBytes) {
+      // A writer faster than the reads (which log every line): only the newest output is kept.
+      const skipped = behind - this.ring.capacity;
+      this.offset += skipped;
+      this.logger.warn(
+        { stream: this.name, skipped },
+        'output skipped, not logged: written too fast',
+      );
+    }
     this.readToEnd();
     this.truncateAtLimit();
   }
@@ -88,8 +99,10 @@ class FollowedFile {
     closeSync(this.fd);
   }
 
+  /** At most limitBytes: a writer as fast as the reads must not hold the agent here. */
   private readToEnd(): void {
-    for (;;) {
+    const stopAt = this.offset + this.limitBytes;
+    while (this.offset < stopAt) {
       const read = readSync(this.fd, readBuffer, 0, readBuffer.length, this.offset);
       if (read === 0) return;
       this.ring.write(readBuffer.subarray(0, read));
@@ -100,15 +113,18 @@ class FollowedFile {
 
   private truncateAtLimit(): void {
     if (this.offset < this.limitBytes) return;
-    const dropped = this.offset;
+    const dropped = fstatSync(this.fd).size;
     ftruncateSync(this.fd, 0);
-    this.offset = 0;
     // O_APPEND: after whatever the instance wrote since the truncation, never over it.
     writeSync(
       this.fd,
       `${this.lastByte === NEWLINE ? '' : '\n'}[hotmem: ${this.name} reached ${this.limitBytes} bytes; the ${dropped} bytes before this line were dropped from its file]\n`,
     );
-    this.logger.info({ stream: this.name, dropped }, 'output file emptied at its limit');
+    this.logger.info(
+      { stream: this.name, dropped, unread: dropped - this.offset },
+      'output file emptied at its limit',
+    );
+    this.offset = 0;
     this.readToEnd();
   }
 }

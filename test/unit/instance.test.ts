@@ -250,7 +250,8 @@ describe('output files', () => {
 
   it('are emptied at their limit with a marker line, keeping the latest output', async () => {
     env = { ...env, outputBytes: 1024, outputFileLimitBytes: 4096 };
-    // 100 lines of 100 bytes at once, then one more once the agent has emptied the file.
+    // 100 lines of 100 bytes at once, then one more once the agent has emptied the file (what
+    // comes in the instant of emptying is lost).
     const instance = await start(
       spec('i-chatty', [
         process.execPath,
@@ -270,6 +271,27 @@ describe('output files', () => {
     const tail = instance.stdout?.toString() ?? '';
     expect(Buffer.byteLength(tail)).toBe(1024);
     expect(tail.endsWith(`${'99'.padStart(99, '.')}\n${file}`)).toBe(true);
+  });
+
+  it('stay bounded under a writer faster than the agent reads', async () => {
+    env = { ...env, outputFileLimitBytes: 64 * 1024 };
+    // 8 MiB at once, then one more line once the agent has emptied the file.
+    const instance = await start(
+      spec('i-flood', [
+        process.execPath,
+        '-e',
+        `const block = 'x'.repeat(1023) + '\\n';
+         for (let i = 0; i < 8 * 1024; i++) process.stdout.write(block);
+         const waiting = setInterval(() => {
+           if (require('node:fs').fstatSync(1).size < 64 * 1024) { clearInterval(waiting); console.log('done'); }
+         }, 10);
+         setInterval(() => {}, 1000);`,
+      ]),
+    );
+    await waitFor(() => instance.stdout?.toString().endsWith('done\n') ?? false);
+    expect(instance.stdout?.toString()).toMatch(/\[hotmem: stdout reached 65536 bytes; the \d+/);
+    const file = await stat(path.join(env.outputDir, 'i-flood', 'stdout'));
+    expect(file.size).toBeLessThan(64 * 1024);
   });
 
   it('have the limits docs/agent-api.md gives', async () => {
