@@ -30,6 +30,8 @@ debug=0
 
 die() { echo "build-kernel: $*" >&2; exit 1; }
 log() { echo "[build-kernel $(date +%T)] $*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=kernel/kbuild.sh
+. "$here/kernel/kbuild.sh"
 
 # Patched trees take ~1.5 GiB each: drop those whose build nobody used for a week (a hit
 # touches .hotmem-done), skipping any whose lock another build holds.
@@ -130,23 +132,14 @@ fi
 rm -rf "$build" && mkdir -p "$build"
 printf '%s\n' "$key_inputs" >"$build/key-inputs.txt"
 
-export CCACHE_DIR=${CCACHE_DIR:-$cache/ccache}
-export CCACHE_BASEDIR=$tree CCACHE_NOHASHDIR=1 CCACHE_COMPILERCHECK=content
-ccache -M 8G >/dev/null
-kmake() { make -C "$tree" O="$build" ARCH=x86_64 CC="ccache gcc" "$@"; }
-
+kbuild_ccache "$cache" "$tree"
 log "configuring $kernelversion: tinyconfig + ${fragments[*]##*/}"
-kmake tinyconfig >"$build/config.log" 2>&1 || { tail -20 "$build/config.log" >&2; die "tinyconfig failed"; }
-"$tree/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "${fragments[@]}" >>"$build/config.log" 2>&1 ||
-	{ tail -20 "$build/config.log" >&2; die "merge_config.sh failed"; }
-kmake olddefconfig >>"$build/config.log" 2>&1 || { tail -20 "$build/config.log" >&2; die "olddefconfig failed"; }
-"$here/kernel/check-config.sh" "$build/.config" "${fragments[@]}" >&2 ||
-	die "the final .config lacks options the fragments request (see above; a dependency is missing)"
+kconfigure "$tree" "$build" "${fragments[@]}" || die "configuring failed (log: $build/config.log)"
 
 log "building bzImage and uapi headers with $(nproc) jobs (log: $build/build.log)"
 start=$(date +%s)
 echo "$tree" >"$build/source-tree"
-kmake -j"$(nproc)" bzImage headers >"$build/build.log" 2>&1 &
+kmake "$tree" "$build" -j"$(nproc)" bzImage headers >"$build/build.log" 2>&1 &
 make_pid=$!
 while kill -0 "$make_pid" 2>/dev/null; do
 	sleep 30 & wait $! || true

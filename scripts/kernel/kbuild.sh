@@ -9,8 +9,8 @@
 #                                       reason on stderr) if the final .config lacks an option a
 #                                       fragment requests. Log: BUILD/config.log
 #
-# Used by scripts/check-series.sh. scripts/build-kernel.sh still spells out the same steps; it
-# can source this file instead, so that the two configure alike by construction.
+# Sourced by scripts/build-kernel.sh and scripts/check-series.sh, so that the two configure
+# alike by construction.
 
 kbuild_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
