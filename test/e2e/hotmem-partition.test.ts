@@ -17,18 +17,29 @@ import {
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
 const PLUG = 512 * MiB;
+const BLOCK = 128 * MiB;
 const GUEST_SELFTEST = '/usr/bin/hotmem-selftest';
 const HOG_MIB = 300;
 const HOTMEM_SYSFS = '/sys/kernel/mm/hotmem';
 const launcher = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 
-async function offlineBlocks(g: Guest): Promise<string[]> {
-  const out = await g.guest.check([
-    '/bin/sh',
-    '-c',
-    'cd /sys/devices/system/memory && for b in memory*; do [ "$(cat $b/state)" = offline ] && echo $b; done; true',
-  ]);
-  return out.split('\n').filter(Boolean);
+/**
+ * The offline blocks once all `count` of them are there: virtio-mem plugs a block's sub-blocks,
+ * which the device counts, before it adds the block to Linux, so a plug that the host sees done
+ * may still be adding its last block.
+ */
+async function offlineBlocks(g: Guest, count: number): Promise<string[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const out = await g.guest.check([
+      '/bin/sh',
+      '-c',
+      'cd /sys/devices/system/memory && for b in memory*; do [ "$(cat $b/state)" = offline ] && echo $b; done; true',
+    ]);
+    const blocks = out.split('\n').filter(Boolean);
+    if (blocks.length >= count || Date.now() > deadline) return blocks;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function partitionAttr(g: Guest, partition: number, attr: string): Promise<string> {
@@ -60,8 +71,8 @@ for (const kernel of hotMemKernels()) {
 
       it('reclaims an exited instance partition with zero page migrations', async () => {
         await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
-        const blocks = await offlineBlocks(g);
-        expect(blocks.length).toBe(PLUG / (128 * MiB));
+        const blocks = await offlineBlocks(g, PLUG / BLOCK);
+        expect(blocks.length).toBe(PLUG / BLOCK);
         for (const b of blocks)
           await g.guest.write(`/sys/devices/system/memory/${b}/state`, 'online_hotmem0');
         expect(await partitionAttr(g, 0, 'state')).toBe('free');
@@ -105,7 +116,7 @@ for (const kernel of hotMemKernels()) {
 
       it('migrates the same load in stock mode on the same kernel', async () => {
         await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
-        for (const b of await offlineBlocks(g))
+        for (const b of await offlineBlocks(g, PLUG / BLOCK))
           await g.guest.write(`/sys/devices/system/memory/${b}/state`, 'online_movable');
         const hog = await g.guest.spawn([GUEST_MEMHOG, String(HOG_MIB)], {
           waitFor: 'memhog ready',
