@@ -1,8 +1,15 @@
 // The test bed in one call: a guest kernel built by scripts/build-kernel.sh, the initramfs,
 // and a booted VM whose guest server answers; plus readers of the guest's memory state.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { GuestClient } from './guest.js';
 import { buildInitramfs } from './initramfs.js';
 import { projectRoot } from './paths.js';
@@ -100,35 +107,82 @@ export function buildHotMemKernel(kernel: HotMemKernel = HOTMEM_V6_12): Promise<
   });
 }
 
+function buildDirectory(bzImage: string): string {
+  return resolve(bzImage, '../../../..');
+}
+
+/** The source tree a kernel build was made from (its build directory's `source-tree` file). */
+function sourceTree(bzImage: string): string {
+  return readFileSync(join(buildDirectory(bzImage), 'source-tree'), 'utf8').trim();
+}
+
+/** tools/testing/selftests of the source tree of the kernel build `bzImage` belongs to. */
+export function kernelSelftests(bzImage: string): string {
+  return join(sourceTree(bzImage), 'tools/testing/selftests');
+}
+
+/** How to build one kselftest program: its main source and what else it needs. */
+export interface SelftestProgram {
+  /** Main source under tools/testing/selftests, e.g. mm/cow.c. */
+  source: string;
+  /** Other sources it links, under tools/testing/selftests (mm's vm_util.c, thp_settings.c). */
+  helpers?: string[];
+  /** Flags beyond lib.mk's, e.g. to include a header a source forgot. */
+  extraCflags?: string[];
+}
+
 /**
- * Compiles the series' kselftest (tools/testing/selftests/mm/hotmem.c) statically against the
- * uapi headers of the kernel build that `bzImage` belongs to; returns the binary's path.
+ * Compiles a kselftest program statically, from the source tree of the kernel build that
+ * `bzImage` belongs to and against that build's uapi headers, with the flags of the selftests'
+ * lib.mk and mm/Makefile; returns the binary's path (under the build directory).
  */
-export function buildHotMemSelftest(bzImage: string): string {
-  const build = resolve(bzImage, '../../../..');
-  const tree = readFileSync(join(build, 'source-tree'), 'utf8').trim();
-  const selftests = join(tree, 'tools/testing/selftests');
-  const out = join(build, 'hotmem-selftest');
+export function buildSelftest(bzImage: string, program: SelftestProgram): string {
+  const build = buildDirectory(bzImage);
+  const tree = sourceTree(bzImage);
+  const selftests = kernelSelftests(bzImage);
+  const out = join(build, 'selftests', program.source.replace(/\.c$/, ''));
+  // mm/Makefile generates local_config.h by probing for liburing; the static build links none.
+  const localConfig = join(build, 'selftests/include');
+  mkdirSync(localConfig, { recursive: true });
+  writeFileSync(join(localConfig, 'local_config.h'), '// No liburing support found\n');
+  mkdirSync(dirname(out), { recursive: true });
+  // Written aside and renamed: another suite may be booting a guest with the previous binary.
+  const partial = `${out}.${process.pid}.tmp`;
   execFileSync(
     'cc',
     [
       '-static',
       '-O2',
       '-Wall',
+      '-U_FORTIFY_SOURCE',
+      '-D_GNU_SOURCE=',
       '-isystem',
       join(build, 'usr/include'),
       '-I',
+      tree,
+      '-I',
       selftests,
       '-I',
-      join(selftests, 'mm'),
+      join(selftests, dirname(program.source)),
+      '-I',
+      localConfig,
+      ...(program.extraCflags ?? []),
       '-o',
-      out,
-      join(selftests, 'mm/hotmem.c'),
+      partial,
+      ...[program.source, ...(program.helpers ?? [])].map((s) => join(selftests, s)),
+      '-lrt',
       '-lpthread',
+      '-lm',
     ],
     { stdio: ['ignore', 'inherit', 'inherit'] },
   );
+  renameSync(partial, out);
   return out;
+}
+
+/** The series' kselftest (tools/testing/selftests/mm/hotmem.c), built for `bzImage`'s kernel. */
+export function buildHotMemSelftest(bzImage: string): string {
+  return buildSelftest(bzImage, { source: 'mm/hotmem.c' });
 }
 
 export interface Guest {
