@@ -134,6 +134,53 @@ for (const kernel of hotMemKernels()) {
         await g.guest.wait(hog);
       });
 
+      it('lets virtio-mem unplug a free partition, without migrating, and never a bound one', async () => {
+        const half = PLUG / 2;
+        const online = async (blocks: string[], partition: number) => {
+          for (const b of blocks)
+            await g.guest.write(
+              `/sys/devices/system/memory/${b}/state`,
+              `online_hotmem${partition}`,
+            );
+        };
+        await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
+        const blocks = await offlineBlocks(g, PLUG / BLOCK);
+        await online(blocks.slice(0, half / BLOCK), 1);
+        await online(blocks.slice(half / BLOCK), 2);
+        const hog = await g.guest.spawn(
+          [launcher, '--partition', '1', '--', GUEST_MEMHOG, String(HOG_MIB / 2)],
+          { waitFor: 'memhog ready' },
+        );
+        const boundFree = Number(await partitionAttr(g, 1, 'free_bytes'));
+        const before = await vmstat(g.guest);
+
+        // Half of the plugged memory is free partition 2: virtio-mem takes it, by fake-offlining
+        // pages that are all free, so nothing migrates and bound partition 1 keeps every page.
+        await g.vm.virtioMem.resize(half, { timeoutMs: 120_000 });
+        expect(Number(await partitionAttr(g, 2, 'present_bytes'))).toBe(0);
+        expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
+        expect(Number(await partitionAttr(g, 1, 'free_bytes'))).toBe(boundFree);
+        expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+
+        // Asked for the rest, virtio-mem must leave the bound partition alone: the request stays
+        // unmet for as long as we watch, and the instance keeps its memory.
+        await g.vm.virtioMem.setRequestedSize(0);
+        await expect(g.vm.virtioMem.waitForSize(0, { timeoutMs: 5_000 })).rejects.toThrow();
+        expect(await g.vm.virtioMem.size()).toBe(half);
+        expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
+        expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+
+        // Once the instance exits, its partition is reclaimed and virtio-mem takes the rest. The
+        // new request (a config change) spares waiting for virtio-mem's retry timer.
+        await g.vm.virtioMem.setRequestedSize(half);
+        await g.guest.signal(hog, 'SIGKILL');
+        await g.guest.wait(hog);
+        const reclaim = await g.guest.reclaim(1);
+        expect(reclaim.pagesMigrated).toBe(0);
+        await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
+        expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+      });
+
       it('passes the HotMem kselftest with plugged memory to populate partitions from', async () => {
         await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
         const r = await g.guest.run([GUEST_SELFTEST], { timeoutMs: 600_000 });
