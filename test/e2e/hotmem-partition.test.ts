@@ -11,6 +11,8 @@ import {
   buildHotMemKernel,
   buildHotMemSelftest,
   type Guest,
+  HOTMEM_V6_12,
+  hasPatches,
   hotMemKernels,
   vmstat,
 } from '../../scripts/testbed/testbed.js';
@@ -58,6 +60,62 @@ async function presentBytes(g: Guest, partition: number, bytes: number): Promise
     if (present === bytes || Date.now() > deadline) return present;
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Patch 6: virtio-mem takes memory of free partitions (all of it free, so nothing migrates) and
+ * never of a bound one, whatever the host asks for.
+ */
+async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
+  const half = PLUG / 2;
+  const online = async (blocks: string[], partition: number) => {
+    for (const b of blocks)
+      await g.guest.write(`/sys/devices/system/memory/${b}/state`, `online_hotmem${partition}`);
+  };
+  await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
+  const blocks = await offlineBlocks(g, PLUG / BLOCK);
+  expect(blocks.length).toBe(PLUG / BLOCK);
+  await online(blocks.slice(0, half / BLOCK), 1);
+  await online(blocks.slice(half / BLOCK), 2);
+  const hog = await g.guest.spawn(
+    [launcher, '--partition', '1', '--', GUEST_MEMHOG, String(HOG_MIB / 2)],
+    { waitFor: 'memhog ready' },
+  );
+  // What is not free in the bound partition holds the instance's pages. Free pages on
+  // per-CPU lists count as used until something drains them (the unplug does), so only
+  // the lower bound is exact.
+  const instanceBytes = (HOG_MIB / 2) * MiB;
+  const usedInBound = async () =>
+    Number(await partitionAttr(g, 1, 'present_bytes')) -
+    Number(await partitionAttr(g, 1, 'free_bytes'));
+  expect(await usedInBound()).toBeGreaterThanOrEqual(instanceBytes);
+  const before = await vmstat(g.guest);
+
+  // Half of the plugged memory is free partition 2: virtio-mem takes it, by fake-offlining
+  // pages that are all free, so nothing migrates and bound partition 1 keeps every page.
+  await g.vm.virtioMem.resize(half, { timeoutMs: 120_000 });
+  expect(await presentBytes(g, 2, 0)).toBe(0);
+  expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
+  expect(await usedInBound()).toBeGreaterThanOrEqual(instanceBytes);
+  expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+
+  // Asked for the rest, virtio-mem must leave the bound partition alone: the request stays
+  // unmet for as long as we watch, and the instance keeps its memory.
+  await g.vm.virtioMem.setRequestedSize(0);
+  await expect(g.vm.virtioMem.waitForSize(0, { timeoutMs: 5_000 })).rejects.toThrow();
+  expect(await g.vm.virtioMem.size()).toBe(half);
+  expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
+  expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+
+  // Once the instance exits, its partition is reclaimed and virtio-mem takes the rest. The
+  // new request (a config change) spares waiting for virtio-mem's retry timer.
+  await g.vm.virtioMem.setRequestedSize(half);
+  await g.guest.signal(hog, 'SIGKILL');
+  await g.guest.wait(hog);
+  const reclaim = await g.guest.reclaim(1);
+  expect(reclaim.pagesMigrated).toBe(0);
+  await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
+  expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
 }
 
 for (const kernel of hotMemKernels()) {
@@ -148,60 +206,8 @@ for (const kernel of hotMemKernels()) {
         await g.guest.wait(hog);
       });
 
-      it('lets virtio-mem unplug a free partition, without migrating, and never a bound one', async () => {
-        const half = PLUG / 2;
-        const online = async (blocks: string[], partition: number) => {
-          for (const b of blocks)
-            await g.guest.write(
-              `/sys/devices/system/memory/${b}/state`,
-              `online_hotmem${partition}`,
-            );
-        };
-        await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
-        const blocks = await offlineBlocks(g, PLUG / BLOCK);
-        expect(blocks.length).toBe(PLUG / BLOCK);
-        await online(blocks.slice(0, half / BLOCK), 1);
-        await online(blocks.slice(half / BLOCK), 2);
-        const hog = await g.guest.spawn(
-          [launcher, '--partition', '1', '--', GUEST_MEMHOG, String(HOG_MIB / 2)],
-          { waitFor: 'memhog ready' },
-        );
-        // What is not free in the bound partition holds the instance's pages. Free pages on
-        // per-CPU lists count as used until something drains them (the unplug does), so only
-        // the lower bound is exact.
-        const instanceBytes = (HOG_MIB / 2) * MiB;
-        const usedInBound = async () =>
-          Number(await partitionAttr(g, 1, 'present_bytes')) -
-          Number(await partitionAttr(g, 1, 'free_bytes'));
-        expect(await usedInBound()).toBeGreaterThanOrEqual(instanceBytes);
-        const before = await vmstat(g.guest);
-
-        // Half of the plugged memory is free partition 2: virtio-mem takes it, by fake-offlining
-        // pages that are all free, so nothing migrates and bound partition 1 keeps every page.
-        await g.vm.virtioMem.resize(half, { timeoutMs: 120_000 });
-        expect(await presentBytes(g, 2, 0)).toBe(0);
-        expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
-        expect(await usedInBound()).toBeGreaterThanOrEqual(instanceBytes);
-        expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
-
-        // Asked for the rest, virtio-mem must leave the bound partition alone: the request stays
-        // unmet for as long as we watch, and the instance keeps its memory.
-        await g.vm.virtioMem.setRequestedSize(0);
-        await expect(g.vm.virtioMem.waitForSize(0, { timeoutMs: 5_000 })).rejects.toThrow();
-        expect(await g.vm.virtioMem.size()).toBe(half);
-        expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
-        expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
-
-        // Once the instance exits, its partition is reclaimed and virtio-mem takes the rest. The
-        // new request (a config change) spares waiting for virtio-mem's retry timer.
-        await g.vm.virtioMem.setRequestedSize(half);
-        await g.guest.signal(hog, 'SIGKILL');
-        await g.guest.wait(hog);
-        const reclaim = await g.guest.reclaim(1);
-        expect(reclaim.pagesMigrated).toBe(0);
-        await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
-        expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
-      });
+      it('lets virtio-mem unplug a free partition, without migrating, and never a bound one', () =>
+        unplugSparesBoundPartitions(g));
 
       it('passes the HotMem kselftest with plugged memory to populate partitions from', async () => {
         await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
@@ -213,3 +219,29 @@ for (const kernel of hotMemKernels()) {
     },
   );
 }
+
+// Big Block Mode: a device block larger than a memory block makes virtio-mem add, and unplug,
+// whole 256 MiB big blocks; it fake-offlines a big block's online memory before removing it.
+describe.skipIf(!hasPatches(HOTMEM_V6_12.series))(
+  'virtio-mem in Big Block Mode on the patched 6.12 kernel',
+  () => {
+    let g: Guest;
+
+    beforeAll(async () => {
+      g = await bootGuest(await buildHotMemKernel(HOTMEM_V6_12), {
+        hotplugRegion: 2 * GiB,
+        hotplugBlockSize: 2 * BLOCK,
+      });
+    });
+
+    afterAll(async () => {
+      await g?.stop();
+      if (g) expect(g.vm.kernelProblems()).toEqual([]);
+    });
+
+    it('unplugs whole free partitions, without migrating, and never a bound one', async () => {
+      expect(g.vm.consoleLog).toMatch(/virtio_mem virtio\d+: big block size: 0x10000000/);
+      await unplugSparesBoundPartitions(g);
+    });
+  },
+);
