@@ -248,6 +248,21 @@ export async function vmstat(guest: GuestClient): Promise<Record<string, number>
   return parseKeyValues(await guest.read('/proc/vmstat'));
 }
 
+/**
+ * Resizes the virtio-mem device to `bytes` from the host; resolves with how long the guest took
+ * and how much each /proc/vmstat counter moved meanwhile (pgmigrate_success: pages migrated).
+ */
+export async function resizeMeasured(
+  g: Guest,
+  bytes: number,
+  timeoutMs: number,
+): Promise<{ ms: number; delta: (counter: string) => number }> {
+  const before = await vmstat(g.guest);
+  const ms = await g.vm.virtioMem.resize(bytes, { timeoutMs });
+  const after = await vmstat(g.guest);
+  return { ms, delta: (counter) => (after[counter] ?? 0) - (before[counter] ?? 0) };
+}
+
 /** Memory blocks by state, read straight from the guest's sysfs. */
 export async function blockStates(guest: GuestClient): Promise<Record<string, string>> {
   const out = await guest.check([

@@ -14,6 +14,7 @@ import {
   HOTMEM_V6_12,
   hasPatches,
   hotMemKernels,
+  resizeMeasured,
   vmstat,
 } from '../../scripts/testbed/testbed.js';
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
@@ -193,10 +194,8 @@ for (const kernel of hotMemKernels()) {
         const hog = await g.guest.spawn([GUEST_MEMHOG, String(HOG_MIB)], {
           waitFor: 'memhog ready',
         });
-        const before = await vmstat(g.guest);
-        const ms = await g.vm.virtioMem.resize(0, { timeoutMs: 240_000 });
-        const after = await vmstat(g.guest);
-        const migrated = (after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0);
+        const { ms, delta } = await resizeMeasured(g, 0, 240_000);
+        const migrated = delta('pgmigrate_success');
 
         console.log(
           `stock unplug on the patched kernel: ${ms.toFixed(1)} ms, pgmigrate_success +${migrated}`,

@@ -8,7 +8,7 @@ import {
   buildKernel,
   type Guest,
   meminfo,
-  vmstat,
+  resizeMeasured,
 } from '../../scripts/testbed/testbed.js';
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
@@ -68,14 +68,12 @@ describe('stock virtio-mem (blocks onlined movable)', () => {
     const hog = await g.guest.spawn([GUEST_MEMHOG, String(Math.round((0.6 * PLUG) / MiB))], {
       waitFor: 'memhog ready',
     });
-    const before = await vmstat(g.guest);
-    const ms = await g.vm.virtioMem.resize(0, { timeoutMs: 240_000 });
-    const after = await vmstat(g.guest);
-    const migrated = (after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0);
+    const { ms, delta } = await resizeMeasured(g, 0, 240_000);
+    const migrated = delta('pgmigrate_success');
 
     console.log(
       `stock loaded unplug of ${PLUG / MiB} MiB took ${ms.toFixed(1)} ms, ` +
-        `pgmigrate_success +${migrated}, pgmigrate_fail +${(after.pgmigrate_fail ?? 0) - (before.pgmigrate_fail ?? 0)}`,
+        `pgmigrate_success +${migrated}, pgmigrate_fail +${delta('pgmigrate_fail')}`,
     );
     expect(await g.vm.virtioMem.size()).toBe(0);
     // The hog's pages had to move out of the unplugged blocks: this is the cost HotMem removes.
