@@ -6,6 +6,7 @@
 #   --source DIR      kernel source tree (default: Debian's linux-source-6.12, unpacked
 #                     from /usr/src into the cache)
 #   --patches DIR     apply this patch series (kernel-patches/vX.Y) with kernel-patches/apply.sh
+#                     and merge kernel-patches/hotmem.config (CONFIG_HOTMEM) after any --config
 #   --config FILE     an extra config fragment, merged after scripts/kernel/guest.config
 #   --debug           also merge scripts/kernel/debug.config (lockdep, KASAN, DEBUG_VM)
 #
@@ -51,10 +52,13 @@ while [ $# -gt 0 ]; do
 	--patches) patches=${2:?--patches needs a directory}; shift 2 ;;
 	--config) fragments+=("${2:?--config needs a file}"); shift 2 ;;
 	--debug) debug=1; shift ;;
-	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done
+# A patched kernel without CONFIG_HOTMEM would only build the series' hooks, and look like a
+# HotMem kernel that lost its /dev/hotmem.
+[ -n "$patches" ] && fragments+=("$project/kernel-patches/hotmem.config")
 [ "$debug" = 1 ] && fragments+=("$here/kernel/debug.config")
 for f in "${fragments[@]}"; do [ -r "$f" ] || die "config fragment '$f' not readable"; done
 if [ -n "$patches" ]; then
@@ -92,10 +96,11 @@ kernelversion=$(make -s -C "$source_dir" kernelversion)
 
 key_inputs=$(
 	echo "source: $kernelversion $source_id"
-	# The cover letter (0000) is not applied: its text does not change the build.
+	# Only what gets applied: the diffs, not the cover letter (0000) or the commit messages, so
+	# that rewording a patch does not cost a kernel build.
 	[ -n "$patches" ] && for p in "$patches"/[0-9][0-9][0-9][0-9]-*.patch; do
 		case $(basename "$p") in 0000-*) continue ;; esac
-		echo "patch: $(basename "$p") $(sha256sum <"$p" | cut -c1-16)"
+		echo "patch: $(basename "$p") $(sed -n '/^diff --git /,$p' "$p" | sha256sum | cut -c1-16)"
 	done
 	for f in "${fragments[@]}"; do echo "fragment: $(basename "$f") $(sha256sum <"$f" | cut -c1-16)"; done
 	echo "recipe: $recipe"

@@ -97,14 +97,9 @@ export function hotMemKernels(env: NodeJS.ProcessEnv = process.env): HotMemKerne
   }));
 }
 
-/** The guest kernel with a HotMem series applied and CONFIG_HOTMEM merged. */
+/** The guest kernel with a HotMem series applied (build-kernel.sh merges CONFIG_HOTMEM). */
 export function buildHotMemKernel(kernel: HotMemKernel = HOTMEM_V6_12): Promise<string> {
-  return buildKernel({
-    source: kernel.source,
-    patches: kernel.series,
-    configs: [join(projectRoot(), 'kernel-patches/hotmem.config')],
-    debug: kernel.debug,
-  });
+  return buildKernel({ source: kernel.source, patches: kernel.series, debug: kernel.debug });
 }
 
 function buildDirectory(bzImage: string): string {
