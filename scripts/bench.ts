@@ -29,7 +29,7 @@ import {
   type Guest,
   HOTMEM_SERIES,
   hasPatches,
-  vmstat,
+  vmstatSnapshot,
 } from './testbed/testbed.js';
 import { MiB } from './testbed/vm.js';
 
@@ -149,7 +149,7 @@ async function kill(g: BenchGuest, pids: number[]): Promise<void> {
 
 /** Reclaims the given partitions (hotmem) and unplugs down to `target`, measuring all of it. */
 async function reclaim(g: BenchGuest, mode: Mode, partitions: number[], target: number) {
-  const vmBefore = await vmstat(g.guest);
+  const moved = await vmstatSnapshot(g.guest);
   const cpuBefore = await guestCpuMs(g.guest);
   let reclaimMs = 0;
   for (const p of mode === 'hotmem' ? partitions : []) {
@@ -160,11 +160,10 @@ async function reclaim(g: BenchGuest, mode: Mode, partitions: number[], target: 
   }
   const unplugMs = await g.vm.virtioMem.resize(target, { timeoutMs: 600_000 });
   const cpuAfter = await guestCpuMs(g.guest);
-  const vmAfter = await vmstat(g.guest);
   return {
     reclaimMs,
     unplugMs,
-    pagesMigrated: (vmAfter.pgmigrate_success ?? 0) - (vmBefore.pgmigrate_success ?? 0),
+    pagesMigrated: await moved('pgmigrate_success'),
     guestCpuMs: cpuAfter - cpuBefore,
   };
 }

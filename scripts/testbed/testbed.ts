@@ -97,6 +97,12 @@ export function hotMemKernels(env: NodeJS.ProcessEnv = process.env): HotMemKerne
   }));
 }
 
+/** A suite title naming the kernel, and why the suite is skipped if it cannot be built here. */
+export function kernelSuiteTitle(what: string, kernel: HotMemKernel): string {
+  const title = `${what} on the ${kernel.name} kernel`;
+  return kernel.unavailable ? `${title} (skipped: ${kernel.unavailable})` : title;
+}
+
 /** The guest kernel with a HotMem series applied (build-kernel.sh merges CONFIG_HOTMEM). */
 export function buildHotMemKernel(kernel: HotMemKernel = HOTMEM_V6_12): Promise<string> {
   return buildKernel({ source: kernel.source, patches: kernel.series, debug: kernel.debug });
@@ -243,19 +249,27 @@ export async function vmstat(guest: GuestClient): Promise<Record<string, number>
   return parseKeyValues(await guest.read('/proc/vmstat'));
 }
 
+/** How far a /proc/vmstat counter moved since a snapshot (pgmigrate_success: pages migrated). */
+export type VmstatMoved = (counter: string) => Promise<number>;
+
+/** Snapshots /proc/vmstat; the function returned reads it again for each question. */
+export async function vmstatSnapshot(guest: GuestClient): Promise<VmstatMoved> {
+  const before = await vmstat(guest);
+  return async (counter) => ((await vmstat(guest))[counter] ?? 0) - (before[counter] ?? 0);
+}
+
 /**
  * Resizes the virtio-mem device to `bytes` from the host; resolves with how long the guest took
- * and how much each /proc/vmstat counter moved meanwhile (pgmigrate_success: pages migrated).
+ * and the /proc/vmstat counters' movement since just before the request.
  */
 export async function resizeMeasured(
   g: Guest,
   bytes: number,
   timeoutMs: number,
-): Promise<{ ms: number; delta: (counter: string) => number }> {
-  const before = await vmstat(g.guest);
+): Promise<{ ms: number; moved: VmstatMoved }> {
+  const moved = await vmstatSnapshot(g.guest);
   const ms = await g.vm.virtioMem.resize(bytes, { timeoutMs });
-  const after = await vmstat(g.guest);
-  return { ms, delta: (counter) => (after[counter] ?? 0) - (before[counter] ?? 0) };
+  return { ms, moved };
 }
 
 /** Memory blocks by state, read straight from the guest's sysfs. */

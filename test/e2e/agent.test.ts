@@ -10,13 +10,13 @@ import {
   bootGuest,
   buildHotMemKernel,
   type Guest,
-  HOTMEM_SERIES,
-  hasPatches,
-  vmstat,
+  hotMemKernels,
+  kernelSuiteTitle,
+  resizeMeasured,
+  vmstatSnapshot,
 } from '../../scripts/testbed/testbed.js';
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
-const hasSeries = hasPatches(HOTMEM_SERIES);
 const AGENT_PORT = 7071;
 const TOKEN = 'e2e-token-0123456789abcdef';
 
@@ -105,164 +105,171 @@ class AgentClient {
   }
 }
 
-describe.skipIf(!hasSeries)(
-  hasSeries
-    ? 'hotmem agent in the guest, on the patched 6.12 kernel'
-    : `hotmem agent in the guest, on the patched 6.12 kernel (skipped: no patches in ${HOTMEM_SERIES})`,
-  () => {
-    let g: Guest;
-    let agent: AgentClient;
-    let agentPid: number;
+// Not on the debug build: the partition suite covers the kernel side there.
+for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
+  describe.skipIf(kernel.unavailable !== undefined)(
+    kernelSuiteTitle('hotmem agent in the guest', kernel),
+    () => {
+      let g: Guest;
+      let agent: AgentClient;
+      let agentPid: number;
 
-    const startAgent = async () => {
-      agentPid = await g.guest.spawn([
-        '/usr/bin/node',
-        `${GUEST_PACKAGE}/dist/lib/cli.js`,
-        'agent',
-        '--listen',
-        `0.0.0.0:${AGENT_PORT}`,
-        '--token-file',
-        '/run/agent-token',
-      ]);
-      await agent.until('agent health', async () => {
-        const r = await agent.call<{ binding: string }>('GET', '/v1/health');
-        return r.status === 200 ? r.body : undefined;
+      const startAgent = async () => {
+        agentPid = await g.guest.spawn([
+          '/usr/bin/node',
+          `${GUEST_PACKAGE}/dist/lib/cli.js`,
+          'agent',
+          '--listen',
+          `0.0.0.0:${AGENT_PORT}`,
+          '--token-file',
+          '/run/agent-token',
+        ]);
+        await agent.until('agent health', async () => {
+          const r = await agent.call<{ binding: string }>('GET', '/v1/health');
+          return r.status === 200 ? r.body : undefined;
+        });
+        agent.follow();
+      };
+
+      const stdout = async (id: string) =>
+        (await agent.call<{ output: { stdout: string | null } }>('GET', `/v1/instances/${id}`)).body
+          .output.stdout ?? '';
+
+      /** Waits until the instance's memhog has faulted in all of its memory. */
+      const instanceReady = (id: string) =>
+        agent.until(`instance ${id} ready`, async () =>
+          (await stdout(id)).includes('memhog ready') ? true : undefined,
+        );
+
+      /** The numbers of the "tick N" lines in the instance's kept stdout. */
+      const ticks = async (id: string) =>
+        [...(await stdout(id)).matchAll(/tick (\d+)/g)].map((match) => Number(match[1]));
+
+      beforeAll(async () => {
+        const serverPort = 7070;
+        g = await bootGuest(await buildHotMemKernel(kernel), {
+          hotplugRegion: 2 * GiB,
+          guestPorts: [serverPort, AGENT_PORT],
+        });
+        agent = new AgentClient(g.vm.hostPorts.get(AGENT_PORT) as number);
+        await g.guest.write('/run/agent-token', TOKEN);
+        await g.vm.virtioMem.resize(1 * GiB, { timeoutMs: 60_000 });
+        await startAgent();
       });
-      agent.follow();
-    };
 
-    const stdout = async (id: string) =>
-      (await agent.call<{ output: { stdout: string | null } }>('GET', `/v1/instances/${id}`)).body
-        .output.stdout ?? '';
-
-    /** Waits until the instance's memhog has faulted in all of its memory. */
-    const instanceReady = (id: string) =>
-      agent.until(`instance ${id} ready`, async () =>
-        (await stdout(id)).includes('memhog ready') ? true : undefined,
-      );
-
-    /** The numbers of the "tick N" lines in the instance's kept stdout. */
-    const ticks = async (id: string) =>
-      [...(await stdout(id)).matchAll(/tick (\d+)/g)].map((match) => Number(match[1]));
-
-    beforeAll(async () => {
-      const kernel = await buildHotMemKernel();
-      const serverPort = 7070;
-      g = await bootGuest(kernel, { hotplugRegion: 2 * GiB, guestPorts: [serverPort, AGENT_PORT] });
-      agent = new AgentClient(g.vm.hostPorts.get(AGENT_PORT) as number);
-      await g.guest.write('/run/agent-token', TOKEN);
-      await g.vm.virtioMem.resize(1 * GiB, { timeoutMs: 60_000 });
-      await startAgent();
-    });
-
-    afterAll(async () => {
-      await g?.stop();
-      if (g) expect(g.vm.kernelProblems()).toEqual([]);
-    });
-
-    it('runs an instance in its own partition and reclaims it on exit with zero migrations', async () => {
-      expect((await agent.call<{ binding: string }>('GET', '/v1/health')).body.binding).toBe(
-        'bound',
-      );
-      const before = await vmstat(g.guest);
-      const started = await agent.call<{ id: string; pid: number; partition: number }>(
-        'POST',
-        '/v1/instances',
-        {
-          command: [GUEST_MEMHOG, '200'],
-          memoryBytes: 256 * MiB,
-        },
-      );
-      expect(started.status).toBe(201);
-      const { id, partition } = started.body;
-      expect(partition).toEqual(expect.any(Number));
-
-      await instanceReady(id);
-      const parts = (
-        await agent.call<{
-          partitions: { id: number; state: string; presentBytes: number; freeBytes: number }[];
-        }>('GET', '/v1/partitions')
-      ).body.partitions;
-      const mine = parts.find((p) => p.id === partition);
-      expect(mine?.state).toBe('bound');
-      expect((mine?.presentBytes ?? 0) - (mine?.freeBytes ?? 0)).toBeGreaterThanOrEqual(200 * MiB);
-
-      expect((await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status).toBe(
-        200,
-      );
-      const reclaimed = await agent.until('partition-reclaimed event', () =>
-        agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
-      );
-      const after = await vmstat(g.guest);
-
-      expect(agent.events.some((e) => e.type === 'instance-exited' && e.instance?.id === id)).toBe(
-        true,
-      );
-      expect(
-        agent.events.some((e) => e.type === 'partition-released' && e.partition === partition),
-      ).toBe(true);
-      expect(reclaimed.report).toMatchObject({ bytes: 256 * MiB, pagesMigrated: 0 });
-      expect((after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0)).toBe(0);
-      const metrics = await agent.call<string>('GET', '/metrics');
-      expect(metrics.body).toMatch(/^hotmem_reclaims_total 1$/m);
-      expect(metrics.body).toMatch(/^hotmem_pages_migrated_total 0$/m);
-    });
-
-    it('adopts a running instance after kill -9 and a restart, then reclaims its partition', async () => {
-      // memhog holds the partition; the shell prints a line every 200 ms, through the kill and
-      // the restart. Its stdout is a file, not a pipe to the agent: a write while no agent runs
-      // must neither fail nor raise SIGPIPE.
-      const started = await agent.call<{ id: string; partition: number }>('POST', '/v1/instances', {
-        command: [
-          '/bin/sh',
-          '-c',
-          `${GUEST_MEMHOG} 100 & i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2 || exit 1; done`,
-        ],
-        memoryBytes: 128 * MiB,
+      afterAll(async () => {
+        await g?.stop();
+        if (g) expect(g.vm.kernelProblems()).toEqual([]);
       });
-      expect(started.status).toBe(201);
-      const { id, partition } = started.body;
-      await instanceReady(id);
-      const beforeKill = await ticks(id);
 
-      await g.guest.signal(agentPid, 'SIGKILL');
-      await g.guest.wait(agentPid);
-      agent.events.length = 0;
-      await startAgent();
+      it('runs an instance in its own partition and reclaims it on exit with zero migrations', async () => {
+        expect((await agent.call<{ binding: string }>('GET', '/v1/health')).body.binding).toBe(
+          'bound',
+        );
+        const moved = await vmstatSnapshot(g.guest);
+        const started = await agent.call<{ id: string; pid: number; partition: number }>(
+          'POST',
+          '/v1/instances',
+          {
+            command: [GUEST_MEMHOG, '200'],
+            memoryBytes: 256 * MiB,
+          },
+        );
+        expect(started.status).toBe(201);
+        const { id, partition } = started.body;
+        expect(partition).toEqual(expect.any(Number));
 
-      const adopted = await agent.call<{ state: string; adopted: boolean; partition: number }>(
-        'GET',
-        `/v1/instances/${id}`,
-      );
-      expect(adopted.body).toMatchObject({ state: 'running', adopted: true, partition });
-      // Every line, from before the kill, while no agent ran, and after the restart, in order.
-      const atRestart = await ticks(id);
-      expect(atRestart.length).toBeGreaterThan(beforeKill.length);
-      const afterRestart = await agent.until('ticks written after the restart', async () => {
-        const now = await ticks(id);
-        return now.length >= atRestart.length + 3 ? now : undefined;
+        await instanceReady(id);
+        const parts = (
+          await agent.call<{
+            partitions: { id: number; state: string; presentBytes: number; freeBytes: number }[];
+          }>('GET', '/v1/partitions')
+        ).body.partitions;
+        const mine = parts.find((p) => p.id === partition);
+        expect(mine?.state).toBe('bound');
+        expect((mine?.presentBytes ?? 0) - (mine?.freeBytes ?? 0)).toBeGreaterThanOrEqual(
+          200 * MiB,
+        );
+
+        expect(
+          (await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status,
+        ).toBe(200);
+        const reclaimed = await agent.until('partition-reclaimed event', () =>
+          agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
+        );
+        const migrated = await moved('pgmigrate_success');
+
+        expect(
+          agent.events.some((e) => e.type === 'instance-exited' && e.instance?.id === id),
+        ).toBe(true);
+        expect(
+          agent.events.some((e) => e.type === 'partition-released' && e.partition === partition),
+        ).toBe(true);
+        expect(reclaimed.report).toMatchObject({ bytes: 256 * MiB, pagesMigrated: 0 });
+        expect(migrated).toBe(0);
+        const metrics = await agent.call<string>('GET', '/metrics');
+        expect(metrics.body).toMatch(/^hotmem_reclaims_total 1$/m);
+        expect(metrics.body).toMatch(/^hotmem_pages_migrated_total 0$/m);
       });
-      expect(afterRestart).toEqual(Array.from({ length: afterRestart.length }, (_, i) => i + 1));
-      expect(await stdout(id)).toContain('memhog ready');
-      expect((await agent.call<{ state: string }>('GET', `/v1/instances/${id}`)).body.state).toBe(
-        'running',
-      );
-      expect((await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status).toBe(
-        200,
-      );
-      const reclaimed = await agent.until('partition-reclaimed event after restart', () =>
-        agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
-      );
-      expect(reclaimed.report?.pagesMigrated).toBe(0);
-    });
 
-    it('lets the host unplug the reclaimed memory without migrating a page', async () => {
-      const before = await vmstat(g.guest);
-      const ms = await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
-      const after = await vmstat(g.guest);
-      console.log(`virtio-mem unplug of 1 GiB after the agent's reclaims: ${ms.toFixed(1)} ms`);
-      expect(await g.vm.virtioMem.size()).toBe(0);
-      expect((after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0)).toBe(0);
-    });
-  },
-);
+      it('adopts a running instance after kill -9 and a restart, then reclaims its partition', async () => {
+        // memhog holds the partition; the shell prints a line every 200 ms, through the kill and
+        // the restart. Its stdout is a file, not a pipe to the agent: a write while no agent runs
+        // must neither fail nor raise SIGPIPE.
+        const started = await agent.call<{ id: string; partition: number }>(
+          'POST',
+          '/v1/instances',
+          {
+            command: [
+              '/bin/sh',
+              '-c',
+              `${GUEST_MEMHOG} 100 & i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2 || exit 1; done`,
+            ],
+            memoryBytes: 128 * MiB,
+          },
+        );
+        expect(started.status).toBe(201);
+        const { id, partition } = started.body;
+        await instanceReady(id);
+        const beforeKill = await ticks(id);
+
+        await g.guest.signal(agentPid, 'SIGKILL');
+        await g.guest.wait(agentPid);
+        agent.events.length = 0;
+        await startAgent();
+
+        const adopted = await agent.call<{ state: string; adopted: boolean; partition: number }>(
+          'GET',
+          `/v1/instances/${id}`,
+        );
+        expect(adopted.body).toMatchObject({ state: 'running', adopted: true, partition });
+        // Every line, from before the kill, while no agent ran, and after the restart, in order.
+        const atRestart = await ticks(id);
+        expect(atRestart.length).toBeGreaterThan(beforeKill.length);
+        const afterRestart = await agent.until('ticks written after the restart', async () => {
+          const now = await ticks(id);
+          return now.length >= atRestart.length + 3 ? now : undefined;
+        });
+        expect(afterRestart).toEqual(Array.from({ length: afterRestart.length }, (_, i) => i + 1));
+        expect(await stdout(id)).toContain('memhog ready');
+        expect((await agent.call<{ state: string }>('GET', `/v1/instances/${id}`)).body.state).toBe(
+          'running',
+        );
+        expect(
+          (await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status,
+        ).toBe(200);
+        const reclaimed = await agent.until('partition-reclaimed event after restart', () =>
+          agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
+        );
+        expect(reclaimed.report?.pagesMigrated).toBe(0);
+      });
+
+      it('lets the host unplug the reclaimed memory without migrating a page', async () => {
+        const { ms, moved } = await resizeMeasured(g, 0, 60_000);
+        console.log(`virtio-mem unplug of 1 GiB after the agent's reclaims: ${ms.toFixed(1)} ms`);
+        expect(await g.vm.virtioMem.size()).toBe(0);
+        expect(await moved('pgmigrate_success')).toBe(0);
+      });
+    },
+  );
+}

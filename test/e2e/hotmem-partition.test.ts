@@ -11,11 +11,10 @@ import {
   buildHotMemKernel,
   buildHotMemSelftest,
   type Guest,
-  HOTMEM_V6_12,
-  hasPatches,
   hotMemKernels,
+  kernelSuiteTitle,
   resizeMeasured,
-  vmstat,
+  vmstatSnapshot,
 } from '../../scripts/testbed/testbed.js';
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
@@ -90,7 +89,7 @@ async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
     Number(await partitionAttr(g, 1, 'present_bytes')) -
     Number(await partitionAttr(g, 1, 'free_bytes'));
   expect(await usedInBound()).toBeGreaterThanOrEqual(instanceBytes);
-  const before = await vmstat(g.guest);
+  const moved = await vmstatSnapshot(g.guest);
 
   // Half of the plugged memory is free partition 2: virtio-mem takes it, by fake-offlining
   // pages that are all free, so nothing migrates and bound partition 1 keeps every page.
@@ -98,7 +97,7 @@ async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   expect(await presentBytes(g, 2, 0)).toBe(0);
   expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
   expect(await usedInBound()).toBeGreaterThanOrEqual(instanceBytes);
-  expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+  expect(await moved('pgmigrate_success')).toBe(0);
 
   // Asked for the rest, virtio-mem must leave the bound partition alone: the request stays
   // unmet for as long as we watch, and the instance keeps its memory.
@@ -106,7 +105,7 @@ async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   await expect(g.vm.virtioMem.waitForSize(0, { timeoutMs: 5_000 })).rejects.toThrow();
   expect(await g.vm.virtioMem.size()).toBe(half);
   expect(Number(await partitionAttr(g, 1, 'present_bytes'))).toBe(half);
-  expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+  expect(await moved('pgmigrate_success')).toBe(0);
 
   // Once the instance exits, its partition is reclaimed and virtio-mem takes the rest. The
   // new request (a config change) spares waiting for virtio-mem's retry timer.
@@ -116,13 +115,12 @@ async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   const reclaim = await g.guest.reclaim(1);
   expect(reclaim.pagesMigrated).toBe(0);
   await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
-  expect((await vmstat(g.guest)).pgmigrate_success ?? 0).toBe(before.pgmigrate_success ?? 0);
+  expect(await moved('pgmigrate_success')).toBe(0);
 }
 
 for (const kernel of hotMemKernels()) {
-  const title = `HotMem partition lifecycle on the ${kernel.name} kernel`;
   describe.skipIf(kernel.unavailable !== undefined)(
-    kernel.unavailable ? `${title} (skipped: ${kernel.unavailable})` : title,
+    kernelSuiteTitle('HotMem partition lifecycle', kernel),
     () => {
       let g: Guest;
       let selftest: string;
@@ -166,7 +164,7 @@ for (const kernel of hotMemKernels()) {
         expect(await partitionAttr(g, 0, 'state')).toBe('free');
         expect(Number(await partitionAttr(g, 0, 'free_bytes'))).toBe(PLUG);
 
-        const before = await vmstat(g.guest);
+        const moved = await vmstatSnapshot(g.guest);
         const reclaim = JSON.parse(
           await g.guest.check([
             '/usr/bin/node',
@@ -177,13 +175,13 @@ for (const kernel of hotMemKernels()) {
           ]),
         ) as { blocks: number; bytes: number; pagesMigrated: number };
         const ms = await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
-        const after = await vmstat(g.guest);
+        const migrated = await moved('pgmigrate_success');
 
         console.log(
           `hotmem reclaim ${JSON.stringify(reclaim)}; virtio-mem unplug ${ms.toFixed(1)} ms`,
         );
         expect(reclaim).toMatchObject({ blocks: blocks.length, bytes: PLUG, pagesMigrated: 0 });
-        expect((after.pgmigrate_success ?? 0) - (before.pgmigrate_success ?? 0)).toBe(0);
+        expect(migrated).toBe(0);
         expect(await g.vm.virtioMem.size()).toBe(0);
       });
 
@@ -194,8 +192,8 @@ for (const kernel of hotMemKernels()) {
         const hog = await g.guest.spawn([GUEST_MEMHOG, String(HOG_MIB)], {
           waitFor: 'memhog ready',
         });
-        const { ms, delta } = await resizeMeasured(g, 0, 240_000);
-        const migrated = delta('pgmigrate_success');
+        const { ms, moved } = await resizeMeasured(g, 0, 240_000);
+        const migrated = await moved('pgmigrate_success');
 
         console.log(
           `stock unplug on the patched kernel: ${ms.toFixed(1)} ms, pgmigrate_success +${migrated}`,
@@ -221,26 +219,28 @@ for (const kernel of hotMemKernels()) {
 
 // Big Block Mode: a device block larger than a memory block makes virtio-mem add, and unplug,
 // whole 256 MiB big blocks; it fake-offlines a big block's online memory before removing it.
-describe.skipIf(!hasPatches(HOTMEM_V6_12.series))(
-  'virtio-mem in Big Block Mode on the patched 6.12 kernel',
-  () => {
-    let g: Guest;
+for (const kernel of hotMemKernels()) {
+  describe.skipIf(kernel.unavailable !== undefined)(
+    kernelSuiteTitle('virtio-mem in Big Block Mode', kernel),
+    () => {
+      let g: Guest;
 
-    beforeAll(async () => {
-      g = await bootGuest(await buildHotMemKernel(HOTMEM_V6_12), {
-        hotplugRegion: 2 * GiB,
-        hotplugBlockSize: 2 * BLOCK,
+      beforeAll(async () => {
+        g = await bootGuest(await buildHotMemKernel(kernel), {
+          hotplugRegion: 2 * GiB,
+          hotplugBlockSize: 2 * BLOCK,
+        });
       });
-    });
 
-    afterAll(async () => {
-      await g?.stop();
-      if (g) expect(g.vm.kernelProblems()).toEqual([]);
-    });
+      afterAll(async () => {
+        await g?.stop();
+        if (g) expect(g.vm.kernelProblems()).toEqual([]);
+      });
 
-    it('unplugs whole free partitions, without migrating, and never a bound one', async () => {
-      expect(g.vm.consoleLog).toMatch(/virtio_mem virtio\d+: big block size: 0x10000000/);
-      await unplugSparesBoundPartitions(g);
-    });
-  },
-);
+      it('unplugs whole free partitions, without migrating, and never a bound one', async () => {
+        expect(g.vm.consoleLog).toMatch(/virtio_mem virtio\d+: big block size: 0x10000000/);
+        await unplugSparesBoundPartitions(g);
+      });
+    },
+  );
+}

@@ -68,12 +68,12 @@ describe('stock virtio-mem (blocks onlined movable)', () => {
     const hog = await g.guest.spawn([GUEST_MEMHOG, String(Math.round((0.6 * PLUG) / MiB))], {
       waitFor: 'memhog ready',
     });
-    const { ms, delta } = await resizeMeasured(g, 0, 240_000);
-    const migrated = delta('pgmigrate_success');
+    const { ms, moved } = await resizeMeasured(g, 0, 240_000);
+    const migrated = await moved('pgmigrate_success');
 
     console.log(
       `stock loaded unplug of ${PLUG / MiB} MiB took ${ms.toFixed(1)} ms, ` +
-        `pgmigrate_success +${migrated}, pgmigrate_fail +${delta('pgmigrate_fail')}`,
+        `pgmigrate_success +${migrated}, pgmigrate_fail +${await moved('pgmigrate_fail')}`,
     );
     expect(await g.vm.virtioMem.size()).toBe(0);
     // The hog's pages had to move out of the unplugged blocks: this is the cost HotMem removes.
