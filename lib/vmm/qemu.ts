@@ -252,12 +252,15 @@ export class VirtioMemDevice {
   }
 
   /**
-   * Waits until the plugged size equals `bytes`. Size-change events wake it early; QEMU
-   * rate-limits them to one a second, so the size is also read every `pollMs`.
+   * Waits until the plugged size equals `bytes`. Size-change events wake it early, but QEMU
+   * holds back any that comes within a second of the previous one, so the size is read too,
+   * every tenth of the time waited so far (at least 1 ms apart, at most `pollMs`): a resize is
+   * timed to about a tenth, or a millisecond, and a long one costs QEMU a read per `pollMs`.
    * Resolves with the moment (performance.now()) the size was first seen at the target.
    */
   async waitForSize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
-    const deadline = performance.now() + opts.timeoutMs;
+    const start = performance.now();
+    const deadline = start + opts.timeoutMs;
     const pollMs = opts.pollMs ?? 10;
     let wake: (() => void) | undefined;
     let seenAt: number | undefined;
@@ -277,7 +280,8 @@ export class VirtioMemDevice {
         }
         await new Promise<void>((resolve) => {
           wake = resolve;
-          setTimeout(resolve, Math.min(pollMs, left));
+          const waited = performance.now() - start;
+          setTimeout(resolve, Math.min(Math.max(1, waited / 10), pollMs, left));
         });
         wake = undefined;
         last = await this.size();
