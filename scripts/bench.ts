@@ -5,13 +5,14 @@
 //                        [--kernel BZIMAGE]   (default: built by scripts/build-kernel.sh)
 //
 // Instances are memhogs of size I = max(S/2, one memory block), each filling 90% of I.
-// idle:   plug S, place it, reclaim S with nothing running.
+// idle:   plug S, place it (in partitions of I, as loaded does), reclaim S with nothing running.
 // loaded: plug S + 2I; S/I instances and two more fault their pages in together (interleaved
 //         across the plugged blocks in stock mode); the first S/I exit (scale-down) and their S
 //         is reclaimed while the other two keep running.
 // stock:  blocks onlined movable, instances unbound; reclaim = virtio-mem unplug (migrating).
 // hotmem: each instance bound to its own partition of I; reclaim = HOTMEM_IOC_RECLAIM of the
-//         exited partitions, then virtio-mem unplug of their (now offline) blocks.
+//         exited partitions (the whole ioctl, timed in the guest), then virtio-mem unplug of
+//         their (now offline) blocks.
 // With hotmem among the modes the guest runs the patched kernel (kernel-patches/v6.12), and
 // stock mode is measured on that same kernel with HotMem unused.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -156,7 +157,7 @@ async function reclaim(g: BenchGuest, mode: Mode, partitions: number[], target: 
     const report = await g.guest.reclaim(p);
     if (report.pagesMigrated !== 0)
       throw new Error(`partition ${p}: reclaim migrated ${report.pagesMigrated} pages`);
-    reclaimMs += report.durationNs / 1e6;
+    reclaimMs += report.elapsedNs / 1e6;
   }
   const unplugMs = await g.vm.virtioMem.resize(target, { timeoutMs: 600_000 });
   const cpuAfter = await guestCpuMs(g.guest);
@@ -168,14 +169,20 @@ async function reclaim(g: BenchGuest, mode: Mode, partitions: number[], target: 
   };
 }
 
+/** The size of one instance, and so of one partition, in a run reclaiming `size`. */
+function instanceSize(size: number): number {
+  return Math.max(size / 2, BLOCK);
+}
+
 async function idle(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
-  const placed = await plug(g, size, mode, size / BLOCK);
+  // As many reclaims of the same partitions as loaded() makes: loaded/idle compares load only.
+  const placed = await plug(g, size, mode, instanceSize(size) / BLOCK);
   const measured = await reclaim(g, mode, placed.partitions, 0);
   return { mode, scenario: 'idle', sizeBytes: size, plugMs: placed.ms, ...measured };
 }
 
 async function loaded(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
-  const instance = Math.max(size / 2, BLOCK);
+  const instance = instanceSize(size);
   const exiting = size / instance;
   const placed = await plug(g, size + 2 * instance, mode, instance / BLOCK);
   const pids = await startInstances(g, mode, exiting + 2, instance, placed.partitions);

@@ -132,9 +132,13 @@ export class GuestClient {
   }
 
   /** HOTMEM_IOC_RECLAIM of a free partition, run inside the guest server's own process. */
-  reclaim(
-    partition: number,
-  ): Promise<{ blocks: number; bytes: number; durationNs: number; pagesMigrated: number }> {
+  reclaim(partition: number): Promise<{
+    blocks: number;
+    bytes: number;
+    durationNs: number;
+    elapsedNs: number;
+    pagesMigrated: number;
+  }> {
     return this.call('/hotmem/reclaim', { partition }, 120_000);
   }
 

@@ -113,8 +113,12 @@ const routes = {
       const { HotMemDevice } = await import(new URL('dist/lib/hotmem-device.js', PACKAGE).href);
       hotmemDevice = HotMemDevice.open();
     }
+    // The kernel's durationNs covers the offlining only; elapsedNs is the whole ioctl (drain,
+    // emptiness check, offlining) as a userspace caller waits for it.
+    const start = process.hrtime.bigint();
     const report = await hotmemDevice.reclaim(Number(body.partition));
-    return { ...report, durationNs: Number(report.durationNs) };
+    const elapsedNs = Number(process.hrtime.bigint() - start);
+    return { ...report, durationNs: Number(report.durationNs), elapsedNs };
   },
   'POST /shutdown': async (body) => {
     setImmediate(() => {
