@@ -36,6 +36,8 @@ export class VmError extends Error {
   constructor(
     message: string,
     readonly consoleLog: string,
+    /** The signal that ended QEMU, if one did before the guest was up. */
+    readonly qemuSignal: NodeJS.Signals | null = null,
   ) {
     super(
       `${message}\n--- guest console (last 60 lines) ---\n${consoleLog.split('\n').slice(-60).join('\n')}`,
@@ -67,10 +69,16 @@ process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
 
+/** QEMU itself failed (not the guest, not a kill of ours): worth one more try. */
+function qemuCrashed(signal: NodeJS.Signals | null): boolean {
+  return signal !== null && signal !== 'SIGKILL' && signal !== 'SIGTERM';
+}
+
 export class Vm {
   readonly consolePath: string;
   private console = '';
   private exitStatus: number | undefined;
+  private exitSignal: NodeJS.Signals | null = null;
   private readonly exited: Promise<number | null>;
   private waiters: { marker: string | RegExp; resolve: (m: RegExpMatchArray | string) => void }[] =
     [];
@@ -85,10 +93,30 @@ export class Vm {
     readonly accel: 'kvm' | 'tcg',
   ) {
     this.consolePath = join(dir, 'console.log');
-    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+    this.exited = new Promise((resolve) =>
+      child.on('exit', (code, signal) => {
+        this.exitSignal = signal;
+        resolve(code);
+      }),
+    );
   }
 
+  /**
+   * Boots a guest and waits for its ready marker. QEMU 7.2's TCG has segfaulted here early in
+   * a boot, in PCI enumeration, once in some hundred boots: a boot that QEMU itself ends with
+   * a signal is retried once, and said so on stderr.
+   */
   static async start(opts: VmOptions): Promise<Vm> {
+    try {
+      return await Vm.boot(opts);
+    } catch (err) {
+      if (!(err instanceof VmError) || !qemuCrashed(err.qemuSignal)) throw err;
+      console.error(`QEMU died of ${err.qemuSignal} while booting the guest; booting again`);
+      return Vm.boot(opts);
+    }
+  }
+
+  private static async boot(opts: VmOptions): Promise<Vm> {
     const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
     const accel = accelerator();
     const boot = opts.bootMemory ?? GiB;
@@ -160,10 +188,23 @@ export class Vm {
     child.stdout?.on('data', onOutput);
     child.stderr?.on('data', onOutput);
     const spawnError = new Promise<never>((_, reject) => child.on('error', reject));
+    const earlyExit = new Promise<never>((_, reject) =>
+      child.on('exit', (code, signal) =>
+        reject(
+          new VmError(
+            `QEMU ${signal ? `died of ${signal}` : `exited (status ${code})`} before its QMP socket answered`,
+            pending.join(''),
+            signal,
+          ),
+        ),
+      ),
+    );
+    earlyExit.catch(() => undefined);
     try {
       const qmp = await Promise.race([
         QmpClient.connect(join(dir, 'qmp.sock'), { timeoutMs: 30_000 }),
         spawnError,
+        earlyExit,
       ]);
       vm = new Vm(child, dir, qmp, new VirtioMemDevice(qmp, 'vm0'), hostPorts, accel);
       for (const p of pending) vm.onConsole(p);
@@ -228,8 +269,9 @@ export class Vm {
       this.exited.then((code) =>
         reject(
           new VmError(
-            `QEMU exited (status ${code}) before the console showed ${marker}`,
+            `QEMU ${this.exitSignal ? `died of ${this.exitSignal}` : `exited (status ${code})`} before the console showed ${marker}`,
             this.console,
+            this.exitSignal,
           ),
         ),
       );
@@ -259,9 +301,9 @@ export class Vm {
   async stop(timeoutMs = 0): Promise<void> {
     const deadline = (ms: number) =>
       new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
-    if (this.child.exitCode === null && timeoutMs > 0)
-      await Promise.race([this.exited, deadline(timeoutMs)]);
-    if (this.child.exitCode === null) {
+    const alive = () => this.child.exitCode === null && this.child.signalCode === null;
+    if (alive() && timeoutMs > 0) await Promise.race([this.exited, deadline(timeoutMs)]);
+    if (alive()) {
       await this.qmp.execute('quit', undefined, { timeoutMs: 2000 }).catch(() => undefined);
       if ((await Promise.race([this.exited, deadline(5000)])) === 'timeout')
         this.child.kill('SIGKILL');

@@ -1,0 +1,53 @@
+// Vm.start against a stand-in for qemu-system-x86_64 that dies at once: a QEMU crash gets one
+// more boot, a QEMU that merely fails does not, and the error says which happened.
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Vm, VmError } from '../../../scripts/testbed/vm.js';
+
+describe('Vm.start when QEMU does not come up', () => {
+  let dir: string;
+  let path: string | undefined;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'hotmem-fake-qemu-'));
+    path = process.env.PATH;
+    process.env.PATH = `${dir}:${path}`;
+    vi.spyOn(console, 'error').mockImplementation(() => undefined);
+  });
+
+  afterEach(() => {
+    process.env.PATH = path;
+    vi.restoreAllMocks();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A qemu-system-x86_64 that counts its runs in `runs`, then does `then`. */
+  const fakeQemu = (then: string) => {
+    const script = join(dir, 'qemu-system-x86_64');
+    writeFileSync(script, `#!/bin/sh\necho run >>"${join(dir, 'runs')}"\n${then}\n`);
+    chmodSync(script, 0o755);
+  };
+  const runs = () => readFileSync(join(dir, 'runs'), 'utf8').split('\n').filter(Boolean).length;
+  const start = () => Vm.start({ kernel: 'bzImage', initrd: 'initrd', command: ['true'] });
+
+  it('boots once more after QEMU dies of a signal, then gives up naming it', async () => {
+    fakeQemu('echo "pci 0000:00:01.0: probing"; kill -SEGV $$');
+    const err = await start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmError);
+    expect((err as VmError).qemuSignal).toBe('SIGSEGV');
+    expect((err as VmError).message).toMatch(/QEMU died of SIGSEGV before its QMP socket/);
+    expect((err as VmError).consoleLog).toContain('probing');
+    expect(runs()).toBe(2);
+    expect(console.error).toHaveBeenCalledWith(expect.stringMatching(/SIGSEGV.*booting again/));
+  });
+
+  it('does not boot again when QEMU exits with a status', async () => {
+    fakeQemu('echo "qemu-system-x86_64: -device virtio-mem-pci: bad option" >&2; exit 1');
+    const err = await start().catch((e: unknown) => e);
+    expect((err as VmError).message).toMatch(/QEMU exited \(status 1\) before its QMP socket/);
+    expect((err as VmError).consoleLog).toContain('bad option');
+    expect(runs()).toBe(1);
+  });
+});
