@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Check a kernel patch series one patch at a time: each applies, passes checkpatch and builds.
 #
-# usage: check-series.sh --source DIR --patches DIR [--config FRAGMENT]... [--jobs N] [--no-build]
+# usage: check-series.sh --source DIR --patches DIR [--config FRAGMENT]... [--jobs N]
+#                        [--no-build | --build-from N]
 #
 #   --source DIR      the pristine tree the series is made against (the series' BASE names it)
 #   --patches DIR     the series, e.g. kernel-patches/v6.12; its cover letter (0000) is skipped
@@ -9,12 +10,14 @@
 #                     kernel-patches/hotmem.config
 #   --jobs N          build with make -jN (default: the number of CPUs)
 #   --no-build        apply and checkpatch only
+#   --build-from N    build patch N and those after it only; the earlier ones are applied and
+#                     checkpatched (for a new revision that kept a prefix already built)
 #
 # The source is copied to $HOTMEM_CACHE/series-check/NAME (default ~/.cache/hotmem, NAME the
 # series directory's name): a stable path, so that ccache hits from one run to the next. Each
 # patch is applied with kernel-patches/apply.sh, checked with the tree's scripts/checkpatch.pl
 # --strict and built (bzImage, incrementally, in the tree's build/ directory, which is
-# configured after the first patch the way scripts/build-kernel.sh configures, see
+# configured at the first patch it builds, the way scripts/build-kernel.sh configures, see
 # scripts/kernel/kbuild.sh, and brought up to date with olddefconfig after each later one).
 # One line per patch on stdout:
 #
@@ -36,7 +39,7 @@ source_dir=
 patches=
 fragments=("$here/kernel/guest.config" "$project/kernel-patches/hotmem.config")
 jobs=$(nproc)
-build=1
+build_from=1
 
 usage() { echo "check-series: $*" >&2; exit 2; }
 log() { echo "[check-series $(date +%T)] $*" >&2; }
@@ -47,8 +50,9 @@ while [ $# -gt 0 ]; do
 	--patches) patches=${2:?--patches needs a directory}; shift 2 ;;
 	--config) fragments+=("${2:?--config needs a file}"); shift 2 ;;
 	--jobs) jobs=${2:?--jobs needs a number}; shift 2 ;;
-	--no-build) build=0; shift ;;
-	-h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--no-build) build_from=0; shift ;;
+	--build-from) build_from=${2:?--build-from needs a patch number}; shift 2 ;;
+	-h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) usage "unknown argument '$1' (see --help)" ;;
 	esac
 done
@@ -56,11 +60,14 @@ done
 [ -f "$source_dir/Makefile" ] && [ -d "$source_dir/mm" ] || usage "'$source_dir' is not a kernel source tree"
 [ -f "$patches/BASE" ] || usage "'$patches' is not a patch series (no BASE)"
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || usage "--jobs needs a positive number, not '$jobs'"
+[[ $build_from =~ ^[0-9]+$ ]] || usage "--build-from needs a patch number, not '$build_from'"
 for f in "${fragments[@]}"; do [ -r "$f" ] || usage "config fragment '$f' not readable"; done
 source_dir=$(cd "$source_dir" && pwd)
 patches=$(cd "$patches" && pwd)
 mapfile -t series < <(find "$patches" -maxdepth 1 -name '[0-9][0-9][0-9][0-9]-*.patch' ! -name '0000-*' | LC_ALL=C sort)
 [ ${#series[@]} -gt 0 ] || usage "no patches in '$patches' besides a cover letter"
+[ "$build_from" -le ${#series[@]} ] ||
+	usage "--build-from $build_from: the series has ${#series[@]} patches"
 
 name=$(basename "$patches")
 work=$cache/series-check
@@ -142,7 +149,7 @@ for patch in "${series[@]}"; do
 	rm -rf "$one"
 	line="$prefix: checkpatch "
 	line+=$(checkpatch "$step.checkpatch.txt" "$patch") || failed=1
-	if [ "$build" = 1 ]; then
+	if [ "$build_from" -gt 0 ] && [ "$n" -ge "$build_from" ]; then
 		if result=$(build_patch "$step.build.log"); then
 			line+=", build OK ($result)"
 		else
