@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a guest kernel for the HotMem test bed, cached outside the checkout.
 #
-# usage: build-kernel.sh [--source DIR] [--patches DIR] [--config FRAGMENT]... [--debug]
+# usage: build-kernel.sh [--source DIR] [--patches DIR] [--config FRAGMENT]... [--debug] [--dry-run]
 #
 #   --source DIR      kernel source tree (default: Debian's linux-source-6.12, unpacked
 #                     from /usr/src into the cache)
@@ -9,6 +9,8 @@
 #                     and merge kernel-patches/hotmem.config (CONFIG_HOTMEM) after any --config
 #   --config FILE     an extra config fragment, merged after scripts/kernel/guest.config
 #   --debug           also merge scripts/kernel/debug.config (lockdep, KASAN, DEBUG_VM)
+#   --dry-run         print the build directory these options map to, and say on stderr
+#                     whether it is built; build nothing
 #
 # The result is cached under $HOTMEM_CACHE (default ~/.cache/hotmem) keyed by the source's
 # identity, the patches, the fragments and the build recipe; a hit costs nothing. Progress
@@ -28,6 +30,7 @@ source_dir=
 patches=
 fragments=("$here/kernel/guest.config")
 debug=0
+dry_run=0
 
 die() { echo "build-kernel: $*" >&2; exit 1; }
 log() { echo "[build-kernel $(date +%T)] $*" >&2; }
@@ -52,7 +55,8 @@ while [ $# -gt 0 ]; do
 	--patches) patches=${2:?--patches needs a directory}; shift 2 ;;
 	--config) fragments+=("${2:?--config needs a file}"); shift 2 ;;
 	--debug) debug=1; shift ;;
-	-h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--dry-run) dry_run=1; shift ;;
+	-h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done
@@ -115,6 +119,11 @@ build=$cache/kernels/$kernelversion-$key
 if [ -n "$patches" ]; then
 	tree=$cache/trees/$kernelversion-$key
 	build=$tree/build
+fi
+if [ "$dry_run" = 1 ]; then
+	if [ -f "$build/.hotmem-done" ]; then log "built: $build"; else log "not built: $build"; fi
+	echo "$build"
+	exit 0
 fi
 mkdir -p "$cache/kernels"
 
