@@ -74,11 +74,15 @@ function qemuCrashed(signal: NodeJS.Signals | null): boolean {
   return signal !== null && signal !== 'SIGKILL' && signal !== 'SIGTERM';
 }
 
+/** "QEMU died of SIGSEGV" or "QEMU exited (status 1)". */
+function qemuEnd(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `QEMU died of ${signal}` : `QEMU exited (status ${code})`;
+}
+
 export class Vm {
   readonly consolePath: string;
   private console = '';
   private exitStatus: number | undefined;
-  private exitSignal: NodeJS.Signals | null = null;
   private readonly exited: Promise<number | null>;
   private waiters: { marker: string | RegExp; resolve: (m: RegExpMatchArray | string) => void }[] =
     [];
@@ -93,12 +97,7 @@ export class Vm {
     readonly accel: 'kvm' | 'tcg',
   ) {
     this.consolePath = join(dir, 'console.log');
-    this.exited = new Promise((resolve) =>
-      child.on('exit', (code, signal) => {
-        this.exitSignal = signal;
-        resolve(code);
-      }),
-    );
+    this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   }
 
   /**
@@ -192,7 +191,7 @@ export class Vm {
       child.on('exit', (code, signal) =>
         reject(
           new VmError(
-            `QEMU ${signal ? `died of ${signal}` : `exited (status ${code})`} before its QMP socket answered`,
+            `${qemuEnd(code, signal)} before its QMP socket answered`,
             pending.join(''),
             signal,
           ),
@@ -269,9 +268,9 @@ export class Vm {
       this.exited.then((code) =>
         reject(
           new VmError(
-            `QEMU ${this.exitSignal ? `died of ${this.exitSignal}` : `exited (status ${code})`} before the console showed ${marker}`,
+            `${qemuEnd(code, this.child.signalCode)} before the console showed ${marker}`,
             this.console,
-            this.exitSignal,
+            this.child.signalCode,
           ),
         ),
       );

@@ -63,7 +63,7 @@ async function presentBytes(g: Guest, partition: number, bytes: number): Promise
 }
 
 /**
- * Patch 6: virtio-mem takes memory of free partitions (all of it free, so nothing migrates) and
+ * Patch 7: virtio-mem takes memory of free partitions (all of it free, so nothing migrates) and
  * never of a bound one, whatever the host asks for.
  */
 async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
