@@ -77,20 +77,24 @@ export interface HotMemKernel {
 
 export const HOTMEM_V6_12: HotMemKernel = { name: 'patched 6.12', series: HOTMEM_SERIES };
 
-/** Every kernel the partition suite runs on: 6.12, its debug build, and 6.6 given a tree. */
+const DEBUG_NAME = 'debug (KASAN, lockdep, DEBUG_VM)';
+
+/** Every kernel the partition suite runs on: 6.12 and 6.6 (given a tree), each also as a debug build. */
 export function hotMemKernels(env: NodeJS.ProcessEnv = process.env): HotMemKernel[] {
-  const v66 = env.HOTMEM_V6_6_SOURCE;
+  const v66source = env.HOTMEM_V6_6_SOURCE;
+  const v66: HotMemKernel = {
+    name: 'patched 6.6',
+    series: join(projectRoot(), 'kernel-patches/v6.6'),
+    source: v66source,
+    unavailable: v66source
+      ? undefined
+      : 'HOTMEM_V6_6_SOURCE is not set to a vanilla Linux 6.6.9 tree (kernel-patches/v6.6/BASE says where one is); only Debian 6.12 sources can be installed here',
+  };
   return [
     HOTMEM_V6_12,
-    { ...HOTMEM_V6_12, name: 'patched 6.12 debug (KASAN, lockdep, DEBUG_VM)', debug: true },
-    {
-      name: 'patched 6.6',
-      series: join(projectRoot(), 'kernel-patches/v6.6'),
-      source: v66,
-      unavailable: v66
-        ? undefined
-        : 'HOTMEM_V6_6_SOURCE is not set to a vanilla Linux 6.6.9 tree (kernel-patches/v6.6/BASE says where one is); only Debian 6.12 sources can be installed here',
-    },
+    { ...HOTMEM_V6_12, name: `patched 6.12 ${DEBUG_NAME}`, debug: true },
+    v66,
+    { ...v66, name: `patched 6.6 ${DEBUG_NAME}`, debug: true },
   ].map((k) => ({
     ...k,
     unavailable: k.unavailable ?? (hasPatches(k.series) ? undefined : `no patches in ${k.series}`),
