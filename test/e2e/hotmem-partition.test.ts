@@ -63,8 +63,8 @@ async function presentBytes(g: Guest, partition: number, bytes: number): Promise
 }
 
 /**
- * Patch 7: virtio-mem takes memory of free partitions (all of it free, so nothing migrates) and
- * never of a bound one, whatever the host asks for.
+ * The virtio-mem patch: virtio-mem takes memory of free partitions (all of it free, so nothing
+ * migrates) and never of a bound one, whatever the host asks for.
  */
 async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   const half = PLUG / 2;
