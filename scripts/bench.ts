@@ -5,10 +5,15 @@
 //                        [--kernel BZIMAGE]   (default: built by scripts/build-kernel.sh)
 //
 // Instances are memhogs of size I = max(S/2, one memory block), each filling 90% of I.
-// idle:   plug S, place it (in partitions of I, as loaded does), reclaim S with nothing running.
-// loaded: plug S + 2I; S/I instances and two more fault their pages in together (interleaved
-//         across the plugged blocks in stock mode); the first S/I exit (scale-down) and their S
-//         is reclaimed while the other two keep running.
+// untouched: plug S, place it (in partitions of I, as the others do), reclaim S: nothing ever ran.
+// idle:      plug S; S/I instances fault their pages in together, exit, and S is reclaimed with
+//            nothing else running.
+// loaded:    plug S + 2I; S/I instances and two more fault their pages in together (interleaved
+//            across the plugged blocks in stock mode); the first S/I exit (scale-down) and their
+//            S is reclaimed while the other two keep running.
+// idle and loaded differ only in the two instances left running, so loaded/idle measures what
+// load costs; untouched shows what the instances' use of the memory costs (the host gives back
+// pages they populated).
 // stock:  blocks onlined movable, instances unbound; reclaim = virtio-mem unplug (migrating).
 // hotmem: each instance bound to its own partition of I; reclaim = HOTMEM_IOC_RECLAIM of the
 //         exited partitions (the whole ioctl, timed in the guest), then virtio-mem unplug of
@@ -174,9 +179,19 @@ function instanceSize(size: number): number {
   return Math.max(size / 2, BLOCK);
 }
 
-async function idle(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
-  // As many reclaims of the same partitions as loaded() makes: loaded/idle compares load only.
+// Each scenario reclaims the same partitions, one per exiting instance, as loaded() does.
+
+async function untouched(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
   const placed = await plug(g, size, mode, instanceSize(size) / BLOCK);
+  const measured = await reclaim(g, mode, placed.partitions, 0);
+  return { mode, scenario: 'untouched', sizeBytes: size, plugMs: placed.ms, ...measured };
+}
+
+async function idle(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
+  const instance = instanceSize(size);
+  const placed = await plug(g, size, mode, instance / BLOCK);
+  const pids = await startInstances(g, mode, size / instance, instance, placed.partitions);
+  await kill(g, pids);
   const measured = await reclaim(g, mode, placed.partitions, 0);
   return { mode, scenario: 'idle', sizeBytes: size, plugMs: placed.ms, ...measured };
 }
@@ -226,7 +241,7 @@ async function main(): Promise<void> {
   try {
     for (let run = 0; run < repeat; run++) {
       for (const size of sizes) {
-        for (const scenario of [idle, loaded]) {
+        for (const scenario of [untouched, idle, loaded]) {
           for (const mode of modes) {
             const s = await scenario(g, mode, size);
             console.error(

@@ -4,10 +4,10 @@ const MiB = 1024 * 1024;
 
 export interface Sample {
   mode: 'stock' | 'hotmem';
-  scenario: 'idle' | 'loaded';
+  scenario: 'untouched' | 'idle' | 'loaded';
   sizeBytes: number;
   plugMs: number;
-  /** Guest-side reclaim (HOTMEM_IOC_RECLAIM, kernel-measured) before the unplug; 0 for stock. */
+  /** Guest-side reclaim (the whole HOTMEM_IOC_RECLAIM, timed in the guest) before the unplug; 0 for stock. */
   reclaimMs: number;
   /** virtio-mem unplug, seen from the host. */
   unplugMs: number;
@@ -103,7 +103,7 @@ export function ratios(rows: Row[]): string[] {
   const lines: string[] = [];
   for (const size of [...new Set(rows.map((r) => r.sizeMiB))].sort((a, b) => a - b)) {
     const parts: string[] = [];
-    for (const scenario of ['idle', 'loaded'] as const) {
+    for (const scenario of ['untouched', 'idle', 'loaded'] as const) {
       const stock = find('stock', scenario, size);
       const hotmem = find('hotmem', scenario, size);
       if (stock && hotmem)
@@ -134,7 +134,7 @@ export function svgPlot(rows: Row[], title: string): string {
     pad.b -
     ((Math.log10(Math.max(ms, 0.1)) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) *
       (H - pad.t - pad.b);
-  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e'];
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
   const series = [...new Set(rows.map((r) => `${r.mode} ${r.scenario}`))];
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,

@@ -80,6 +80,20 @@ describe('benchmark report', () => {
     expect(ratios(summarize(samples.filter((s) => s.mode === 'stock')))).toEqual([]);
   });
 
+  it('puts the untouched scenario first, and keeps loaded/idle to the scenarios that ran', () => {
+    const withUntouched = [
+      ...samples,
+      sample('stock', 'untouched', 128, 12),
+      sample('hotmem', 'untouched', 128, 8, 0, 4),
+    ];
+    expect(ratios(summarize(withUntouched))).toEqual([
+      '128 MiB: untouched stock/hotmem 1.0x, idle stock/hotmem 2.0x, loaded stock/hotmem 20.0x, hotmem loaded/idle 1.67x',
+    ]);
+    const svg = svgPlot(summarize(withUntouched), 'test');
+    const colors = [...svg.matchAll(/<polyline [^>]*stroke="([^"]+)"/g)].map((m) => m[1]);
+    expect(new Set(colors).size).toBe(6);
+  });
+
   it('draws one line per mode and scenario', () => {
     const svg = svgPlot(summarize(samples), 'test');
     expect(svg.startsWith('<svg')).toBe(true);
