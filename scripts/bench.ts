@@ -179,7 +179,7 @@ function instanceSize(size: number): number {
   return Math.max(size / 2, BLOCK);
 }
 
-// Each scenario reclaims the same partitions, one per exiting instance, as loaded() does.
+// Each scenario reclaims the same partitions, one per exiting instance.
 
 async function untouched(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
   const placed = await plug(g, size, mode, instanceSize(size) / BLOCK);
@@ -187,25 +187,30 @@ async function untouched(g: BenchGuest, mode: Mode, size: number): Promise<Sampl
   return { mode, scenario: 'untouched', sizeBytes: size, plugMs: placed.ms, ...measured };
 }
 
-async function idle(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
+/**
+ * A scale-down: S/I instances and `staying` more fault their memory in together, the S/I exit
+ * and their S is reclaimed (measured) while the others keep running; then those go too.
+ */
+async function scaleDown(g: BenchGuest, mode: Mode, size: number, staying: number) {
   const instance = instanceSize(size);
-  const placed = await plug(g, size, mode, instance / BLOCK);
-  const pids = await startInstances(g, mode, size / instance, instance, placed.partitions);
-  await kill(g, pids);
-  const measured = await reclaim(g, mode, placed.partitions, 0);
-  return { mode, scenario: 'idle', sizeBytes: size, plugMs: placed.ms, ...measured };
+  const exiting = size / instance;
+  const placed = await plug(g, size + staying * instance, mode, instance / BLOCK);
+  const pids = await startInstances(g, mode, exiting + staying, instance, placed.partitions);
+  await kill(g, pids.slice(0, exiting));
+  const measured = await reclaim(g, mode, placed.partitions.slice(0, exiting), staying * instance);
+  if (staying > 0) {
+    await kill(g, pids.slice(exiting));
+    await reclaim(g, mode, placed.partitions.slice(exiting), 0);
+  }
+  return { plugMs: placed.ms, ...measured };
+}
+
+async function idle(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
+  return { mode, scenario: 'idle', sizeBytes: size, ...(await scaleDown(g, mode, size, 0)) };
 }
 
 async function loaded(g: BenchGuest, mode: Mode, size: number): Promise<Sample> {
-  const instance = instanceSize(size);
-  const exiting = size / instance;
-  const placed = await plug(g, size + 2 * instance, mode, instance / BLOCK);
-  const pids = await startInstances(g, mode, exiting + 2, instance, placed.partitions);
-  await kill(g, pids.slice(0, exiting));
-  const measured = await reclaim(g, mode, placed.partitions.slice(0, exiting), 2 * instance);
-  await kill(g, pids.slice(exiting));
-  await reclaim(g, mode, placed.partitions.slice(exiting), 0);
-  return { mode, scenario: 'loaded', sizeBytes: size, plugMs: placed.ms, ...measured };
+  return { mode, scenario: 'loaded', sizeBytes: size, ...(await scaleDown(g, mode, size, 2)) };
 }
 
 async function main(): Promise<void> {

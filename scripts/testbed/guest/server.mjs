@@ -113,7 +113,7 @@ const routes = {
       const { HotMemDevice } = await import(new URL('dist/lib/hotmem-device.js', PACKAGE).href);
       hotmemDevice = HotMemDevice.open();
     }
-    // The kernel's durationNs covers the offlining only; elapsedNs is the whole ioctl (drain,
+    // The kernel's durationNs covers the offlining only; elapsedNs is the whole ioctl (claim,
     // emptiness check, offlining) as a userspace caller waits for it.
     const start = process.hrtime.bigint();
     const report = await hotmemDevice.reclaim(Number(body.partition));
