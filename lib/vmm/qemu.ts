@@ -199,6 +199,8 @@ function sizeChangeOf(e: QmpEvent, deviceId: string): number | undefined {
 /** Plug and unplug through one virtio-mem-pci device (`-device virtio-mem-pci,id=...`). */
 export class VirtioMemDevice {
   private readonly path: string;
+  /** QEMU fixes a virtio-mem device's block size when it creates it: read it once. */
+  private blockSizeRead: Promise<number> | undefined;
 
   constructor(
     private readonly qmp: QmpClient,
@@ -221,7 +223,11 @@ export class VirtioMemDevice {
   }
 
   blockSize(): Promise<number> {
-    return this.get<number>('block-size');
+    this.blockSizeRead ??= this.get<number>('block-size').catch((err: unknown) => {
+      this.blockSizeRead = undefined;
+      throw err;
+    });
+    return this.blockSizeRead;
   }
 
   /** The device's whole region: the most that can be plugged. */
@@ -238,12 +244,20 @@ export class VirtioMemDevice {
 
   /** Asks the guest to plug or unplug until `bytes` are plugged; returns at once. */
   async setRequestedSize(bytes: number): Promise<void> {
+    await this.checkRequestedSize(bytes);
+    await this.request(bytes);
+  }
+
+  private async checkRequestedSize(bytes: number): Promise<void> {
     const block = await this.blockSize();
     if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes % block !== 0) {
       throw new RangeError(
         `requested size ${bytes} must be a non-negative multiple of the block size ${block}`,
       );
     }
+  }
+
+  private async request(bytes: number): Promise<void> {
     await this.qmp.execute('qom-set', {
       path: this.path,
       property: 'requested-size',
@@ -292,10 +306,14 @@ export class VirtioMemDevice {
     }
   }
 
-  /** Requests `bytes` and waits for the guest to get there; returns the milliseconds it took. */
+  /**
+   * Requests `bytes` and waits for the guest to get there; returns the milliseconds from the
+   * request to the size seen.
+   */
   async resize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
+    await this.checkRequestedSize(bytes);
     const start = performance.now();
-    await this.setRequestedSize(bytes);
+    await this.request(bytes);
     const done = await this.waitForSize(bytes, opts);
     return done - start;
   }

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   QmpClient,
   QmpCommandError,
@@ -77,6 +77,23 @@ describe('QmpClient against qemu-system-x86_64', () => {
     await dev.setRequestedSize(256 * MiB);
     expect(await dev.requestedSize()).toBe(256 * MiB);
     await dev.setRequestedSize(0);
+  });
+
+  it('reads the block size once, so a resize costs QEMU one command', async () => {
+    const dev = new VirtioMemDevice(qmp, 'vm0');
+    const sent: string[] = [];
+    const execute = qmp.execute.bind(qmp);
+    const spy = vi.spyOn(qmp, 'execute').mockImplementation((command, args, opts) => {
+      sent.push(command);
+      return execute(command, args, opts);
+    });
+    try {
+      await dev.setRequestedSize(4 * MiB);
+      await dev.setRequestedSize(0);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(sent).toEqual(['qom-get', 'qom-set', 'qom-set']);
   });
 
   it('refuses a requested size that is not a multiple of the block size, without sending it', async () => {
