@@ -284,7 +284,7 @@ async function main(): Promise<void> {
     svgPlot(rows, `memory reclamation latency (${g.vm.accel})`),
   );
   console.log(table(rows));
-  const lines = ratios(rows);
+  const lines = ratios(samples);
   if (lines.length) console.log(`\nratios (same VM, same run):\n${lines.join('\n')}`);
   console.log(`\nresults: ${join(values.out, `bench-${stamp}.{json,svg}`)}`);
   if (failure) throw failure;

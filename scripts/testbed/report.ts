@@ -1,5 +1,6 @@
 // Summaries of reclamation benchmark samples: medians per mode, scenario and size, a
-// Markdown table, the HotMem/stock ratios, and an SVG plot of reclamation latency against size.
+// Markdown table, the HotMem/stock ratios with bootstrap intervals, and an SVG plot of
+// reclamation latency against size.
 const MiB = 1024 * 1024;
 
 export interface Sample {
@@ -20,6 +21,9 @@ function median(xs: number[]): number {
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
+
+/** From scale-down to the memory being back with the host. */
+const totalMs = (s: Sample) => s.reclaimMs + s.unplugMs;
 
 export interface Row {
   mode: Sample['mode'];
@@ -50,7 +54,7 @@ export function summarize(samples: Sample[]): Row[] {
       plugMs: median(g.map((s) => s.plugMs)),
       reclaimMs: median(g.map((s) => s.reclaimMs)),
       unplugMs: median(g.map((s) => s.unplugMs)),
-      totalMs: median(g.map((s) => s.reclaimMs + s.unplugMs)),
+      totalMs: median(g.map(totalMs)),
       pagesMigrated: median(g.map((s) => s.pagesMigrated)),
       guestCpuMs: median(g.map((s) => s.guestCpuMs)),
       runs: g.length,
@@ -96,24 +100,67 @@ export function table(rows: Row[]): string {
   ].join('\n');
 }
 
-/** Ratios measured in one run: stock over HotMem per scenario and size, HotMem loaded over idle. */
-export function ratios(rows: Row[]): string[] {
-  const find = (mode: Row['mode'], scenario: Row['scenario'], size: number) =>
-    rows.find((r) => r.mode === mode && r.scenario === scenario && r.sizeMiB === size);
+/** mulberry32: a small seeded generator, so that a report of the same samples reads the same. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Fewer runs than this give no interval: a resampled median of 2 or 3 values says little. */
+const MIN_RUNS_FOR_INTERVAL = 5;
+const RESAMPLES = 2000;
+
+/**
+ * The 95% percentile-bootstrap interval of median(a) / median(b): both groups resampled with
+ * replacement, independently. Undefined with fewer than MIN_RUNS_FOR_INTERVAL runs in either.
+ */
+export function ratioInterval(a: number[], b: number[]): [number, number] | undefined {
+  if (a.length < MIN_RUNS_FOR_INTERVAL || b.length < MIN_RUNS_FOR_INTERVAL) return undefined;
+  const random = seededRandom(a.length * 7919 + b.length);
+  const resample = (xs: number[]) => xs.map(() => xs[Math.floor(random() * xs.length)] as number);
+  const ratios = Array.from(
+    { length: RESAMPLES },
+    () => median(resample(a)) / median(resample(b)),
+  ).sort((x, y) => x - y);
+  return [
+    ratios[Math.floor(0.025 * RESAMPLES)] as number,
+    ratios[Math.ceil(0.975 * RESAMPLES) - 1] as number,
+  ];
+}
+
+/**
+ * Ratios measured in one run, of median totals: stock over HotMem per scenario and size, and
+ * HotMem loaded over idle, each with its 95% bootstrap interval when there were enough runs.
+ */
+export function ratios(samples: Sample[]): string[] {
+  const totals = (mode: Sample['mode'], scenario: Sample['scenario'], size: number) =>
+    samples
+      .filter((s) => s.mode === mode && s.scenario === scenario && s.sizeBytes === size)
+      .map(totalMs);
+  const ratio = (name: string, a: number[], b: number[], digits: number) => {
+    const interval = ratioInterval(a, b);
+    const range = interval ? ` (95% CI ${interval.map((r) => r.toFixed(digits)).join('-')})` : '';
+    return `${name} ${(median(a) / median(b)).toFixed(digits)}x${range}`;
+  };
   const lines: string[] = [];
-  for (const size of [...new Set(rows.map((r) => r.sizeMiB))].sort((a, b) => a - b)) {
+  for (const size of [...new Set(samples.map((s) => s.sizeBytes))].sort((a, b) => a - b)) {
     const parts: string[] = [];
     for (const scenario of ['untouched', 'idle', 'loaded'] as const) {
-      const stock = find('stock', scenario, size);
-      const hotmem = find('hotmem', scenario, size);
-      if (stock && hotmem)
-        parts.push(`${scenario} stock/hotmem ${(stock.totalMs / hotmem.totalMs).toFixed(1)}x`);
+      const stock = totals('stock', scenario, size);
+      const hotmem = totals('hotmem', scenario, size);
+      if (stock.length && hotmem.length)
+        parts.push(ratio(`${scenario} stock/hotmem`, stock, hotmem, 1));
     }
-    const idle = find('hotmem', 'idle', size);
-    const loaded = find('hotmem', 'loaded', size);
-    if (idle && loaded)
-      parts.push(`hotmem loaded/idle ${(loaded.totalMs / idle.totalMs).toFixed(2)}x`);
-    if (parts.length) lines.push(`${size} MiB: ${parts.join(', ')}`);
+    const idle = totals('hotmem', 'idle', size);
+    const loaded = totals('hotmem', 'loaded', size);
+    if (idle.length && loaded.length) parts.push(ratio('hotmem loaded/idle', loaded, idle, 2));
+    if (parts.length) lines.push(`${size / MiB} MiB: ${parts.join(', ')}`);
   }
   return lines;
 }

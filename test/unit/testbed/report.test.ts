@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ratios, type Sample, summarize, svgPlot, table } from '../../../scripts/testbed/report.js';
+import {
+  ratioInterval,
+  ratios,
+  type Sample,
+  summarize,
+  svgPlot,
+  table,
+} from '../../../scripts/testbed/report.js';
 
 const MiB = 1024 * 1024;
 const sample = (
@@ -74,10 +81,10 @@ describe('benchmark report', () => {
   });
 
   it('states the ratios measured side by side', () => {
-    expect(ratios(summarize(samples))).toEqual([
+    expect(ratios(samples)).toEqual([
       '128 MiB: idle stock/hotmem 2.0x, loaded stock/hotmem 20.0x, hotmem loaded/idle 1.67x',
     ]);
-    expect(ratios(summarize(samples.filter((s) => s.mode === 'stock')))).toEqual([]);
+    expect(ratios(samples.filter((s) => s.mode === 'stock'))).toEqual([]);
   });
 
   it('puts the untouched scenario first, and keeps loaded/idle to the scenarios that ran', () => {
@@ -86,12 +93,40 @@ describe('benchmark report', () => {
       sample('stock', 'untouched', 128, 12),
       sample('hotmem', 'untouched', 128, 8, 0, 4),
     ];
-    expect(ratios(summarize(withUntouched))).toEqual([
+    expect(ratios(withUntouched)).toEqual([
       '128 MiB: untouched stock/hotmem 1.0x, idle stock/hotmem 2.0x, loaded stock/hotmem 20.0x, hotmem loaded/idle 1.67x',
     ]);
     const svg = svgPlot(summarize(withUntouched), 'test');
     const colors = [...svg.matchAll(/<polyline [^>]*stroke="([^"]+)"/g)].map((m) => m[1]);
     expect(new Set(colors).size).toBe(6);
+  });
+
+  it('gives a ratio its 95% bootstrap interval once both groups have 5 runs', () => {
+    const many = (mode: Sample['mode'], scenario: Sample['scenario'], ms: number[]) =>
+      ms.map((m) => sample(mode, scenario, 128, m));
+    const lines = ratios([
+      ...many('stock', 'loaded', [900, 1000, 1100, 950, 1050]),
+      ...many('hotmem', 'loaded', [9, 10, 11, 10, 10]),
+      ...many('hotmem', 'idle', [10, 10, 10, 10]),
+    ]);
+    expect(lines).toEqual([
+      expect.stringMatching(
+        /^128 MiB: loaded stock\/hotmem 100\.0x \(95% CI (\d+\.\d)-(\d+\.\d)\), hotmem loaded\/idle 1\.00x$/,
+      ),
+    ]);
+    const [low, high] = ratioInterval([900, 1000, 1100, 950, 1050], [9, 10, 11, 10, 10]) ?? [];
+    // Medians of resamples lie between the groups' extremes: 900/11 and 1100/9.
+    expect(low).toBeGreaterThanOrEqual(900 / 11);
+    expect(low).toBeLessThan(100);
+    expect(high).toBeGreaterThan(100);
+    expect(high).toBeLessThanOrEqual(1100 / 9);
+    // The same samples, the same interval.
+    expect(ratioInterval([900, 1000, 1100, 950, 1050], [9, 10, 11, 10, 10])).toEqual([low, high]);
+  });
+
+  it('gives identical groups a degenerate interval at 1', () => {
+    expect(ratioInterval([5, 5, 5, 5, 5], [5, 5, 5, 5, 5])).toEqual([1, 1]);
+    expect(ratioInterval([5, 5, 5, 5], [5, 5, 5, 5, 5])).toBeUndefined();
   });
 
   it('draws one line per mode and scenario', () => {
