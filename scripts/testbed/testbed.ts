@@ -102,7 +102,10 @@ export function hotMemKernels(env: NodeJS.ProcessEnv = process.env): HotMemKerne
 }
 
 /** A suite title naming the kernel, and why the suite is skipped if it cannot be built here. */
-export function kernelSuiteTitle(what: string, kernel: HotMemKernel): string {
+export function kernelSuiteTitle(
+  what: string,
+  kernel: Pick<HotMemKernel, 'name' | 'unavailable'>,
+): string {
   const title = `${what} on the ${kernel.name} kernel`;
   return kernel.unavailable ? `${title} (skipped: ${kernel.unavailable})` : title;
 }
