@@ -158,16 +158,19 @@ async function reclaim(g: BenchGuest, mode: Mode, partitions: number[], target: 
   const moved = await vmstatSnapshot(g.guest);
   const cpuBefore = await guestCpuMs(g.guest);
   let reclaimMs = 0;
+  let offlineMs = 0;
   for (const p of mode === 'hotmem' ? partitions : []) {
     const report = await g.guest.reclaim(p);
     if (report.pagesMigrated !== 0)
       throw new Error(`partition ${p}: reclaim migrated ${report.pagesMigrated} pages`);
     reclaimMs += report.elapsedNs / 1e6;
+    offlineMs += report.durationNs / 1e6;
   }
   const unplugMs = await g.vm.virtioMem.resize(target, { timeoutMs: 600_000 });
   const cpuAfter = await guestCpuMs(g.guest);
   return {
     reclaimMs,
+    offlineMs,
     unplugMs,
     pagesMigrated: await moved('pgmigrate_success'),
     guestCpuMs: cpuAfter - cpuBefore,
@@ -250,7 +253,7 @@ async function main(): Promise<void> {
           for (const mode of modes) {
             const s = await scenario(g, mode, size);
             console.error(
-              `${s.mode} ${s.scenario} ${s.sizeBytes / MiB} MiB: plug ${s.plugMs.toFixed(1)} ms, reclaim ${s.reclaimMs.toFixed(1)} ms, ` +
+              `${s.mode} ${s.scenario} ${s.sizeBytes / MiB} MiB: plug ${s.plugMs.toFixed(1)} ms, reclaim ${s.reclaimMs.toFixed(1)} ms (offlining ${s.offlineMs.toFixed(1)}), ` +
                 `unplug ${s.unplugMs.toFixed(1)} ms, ${s.pagesMigrated} pages migrated, guest CPU ${s.guestCpuMs} ms`,
             );
             samples.push(s);

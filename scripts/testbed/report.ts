@@ -10,6 +10,8 @@ export interface Sample {
   plugMs: number;
   /** Guest-side reclaim (the whole HOTMEM_IOC_RECLAIM, timed in the guest) before the unplug; 0 for stock. */
   reclaimMs: number;
+  /** Of reclaimMs, the offlining of the blocks, as the kernel timed it; 0 for stock. */
+  offlineMs: number;
   /** virtio-mem unplug, seen from the host. */
   unplugMs: number;
   pagesMigrated: number;

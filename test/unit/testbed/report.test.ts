@@ -22,6 +22,7 @@ const sample = (
   sizeBytes: sizeMiB * MiB,
   plugMs: 10,
   reclaimMs,
+  offlineMs: reclaimMs / 2,
   unplugMs,
   pagesMigrated,
   guestCpuMs: 20,
