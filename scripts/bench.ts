@@ -250,7 +250,9 @@ async function main(): Promise<void> {
     for (let run = 0; run < repeat; run++) {
       for (const size of sizes) {
         for (const scenario of [untouched, idle, loaded]) {
-          for (const mode of modes) {
+          // Every other run the other mode goes first: whatever one mode's measurement leaves
+          // behind (stock's loaded scale-down moves GiBs) must not always fall on the other.
+          for (const mode of run % 2 ? [...modes].reverse() : modes) {
             const s = await scenario(g, mode, size);
             console.error(
               `${s.mode} ${s.scenario} ${s.sizeBytes / MiB} MiB: plug ${s.plugMs.toFixed(1)} ms, reclaim ${s.reclaimMs.toFixed(1)} ms (offlining ${s.offlineMs.toFixed(1)}), ` +
