@@ -41,13 +41,23 @@ export interface Row {
   runs: number;
 }
 
-export function summarize(samples: Sample[]): Row[] {
+const groupKey = (mode: Sample['mode'], scenario: Sample['scenario'], sizeBytes: number) =>
+  `${mode}/${scenario}/${sizeBytes}`;
+
+/** The samples of each mode, scenario and size, in the order the groups first appear. */
+function groupSamples(samples: Sample[]): Map<string, Sample[]> {
   const groups = new Map<string, Sample[]>();
   for (const s of samples) {
-    const key = `${s.mode}/${s.scenario}/${s.sizeBytes}`;
-    groups.set(key, [...(groups.get(key) ?? []), s]);
+    const key = groupKey(s.mode, s.scenario, s.sizeBytes);
+    const group = groups.get(key);
+    if (group) group.push(s);
+    else groups.set(key, [s]);
   }
-  return [...groups.values()].map((g) => {
+  return groups;
+}
+
+export function summarize(samples: Sample[]): Row[] {
+  return [...groupSamples(samples).values()].map((g) => {
     const first = g[0] as Sample;
     return {
       mode: first.mode,
@@ -141,10 +151,9 @@ export function ratioInterval(a: number[], b: number[]): [number, number] | unde
  * HotMem loaded over idle, each with its 95% bootstrap interval when there were enough runs.
  */
 export function ratios(samples: Sample[]): string[] {
+  const groups = groupSamples(samples);
   const totals = (mode: Sample['mode'], scenario: Sample['scenario'], size: number) =>
-    samples
-      .filter((s) => s.mode === mode && s.scenario === scenario && s.sizeBytes === size)
-      .map(totalMs);
+    (groups.get(groupKey(mode, scenario, size)) ?? []).map(totalMs);
   const ratio = (name: string, a: number[], b: number[], digits: number) => {
     const interval = ratioInterval(a, b);
     const range = interval ? ` (95% CI ${interval.map((r) => r.toFixed(digits)).join('-')})` : '';
