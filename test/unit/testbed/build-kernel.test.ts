@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -73,7 +73,10 @@ describe('scripts/build-kernel.sh --dry-run', () => {
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'build-kernel-'));
     mkdirSync(join(dir, 'linux', 'mm'), { recursive: true });
-    writeFileSync(join(dir, 'linux', 'Makefile'), 'kernelversion:\n\t@echo 6.12.117\n');
+    writeFileSync(
+      join(dir, 'linux', 'Makefile'),
+      'VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\nEXTRAVERSION =\n',
+    );
     series = join(dir, 'series');
     mkdirSync(series);
   });
@@ -89,5 +92,97 @@ describe('scripts/build-kernel.sh --dry-run', () => {
 
     writePatch('Second wording, with measured numbers.', 'int z;');
     expect(buildDirectory()).not.toBe(first);
+  });
+});
+
+// The default source is a tarball (Debian's linux-source-6.12), unpacked once per digest: when
+// apt installs another point release, the next build must see the new tree under a new key,
+// not the tree unpacked from the old one.
+describe('scripts/build-kernel.sh --tarball', () => {
+  let dir: string;
+  const tarball = () => join(dir, 'linux-source-6.12.tar.xz');
+  const writeTarball = (sublevel: number, body: string) => {
+    const top = join(dir, 'pkg', 'linux-source-6.12');
+    rmSync(join(dir, 'pkg'), { recursive: true, force: true });
+    mkdirSync(join(top, 'mm'), { recursive: true });
+    writeFileSync(
+      join(top, 'Makefile'),
+      `VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = ${sublevel}\nEXTRAVERSION =\n`,
+    );
+    writeFileSync(join(top, 'mm', 'x.c'), body);
+    // Reproducible, so that the same files make the same tarball.
+    const r = spawnSync('tar', [
+      '--sort=name',
+      '--mtime=@0',
+      '--owner=0',
+      '--group=0',
+      '--numeric-owner',
+      '-C',
+      join(dir, 'pkg'),
+      '-cJf',
+      tarball(),
+      'linux-source-6.12',
+    ]);
+    expect(r.status).toBe(0);
+  };
+  const run = (...args: string[]) => {
+    const r = spawnSync(script, ['--tarball', tarball(), ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, HOTMEM_CACHE: join(dir, 'cache') },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    return { out: r.stdout.trim(), err: r.stderr };
+  };
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'build-kernel-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('unpacks a changed tarball anew and keys the build by its digest', () => {
+    writeTarball(117, 'int old;\n');
+    const first = { build: run('--dry-run').out, source: run('--print-source').out };
+    expect(first.build).toMatch(/\/cache\/trees\/6\.12\.117-[0-9a-f]{16}\/build$/);
+    expect(readFileSync(join(first.source, 'mm', 'x.c'), 'utf8')).toBe('int old;\n');
+
+    // Same version, other content (a rebuilt package): new source, new key.
+    writeTarball(117, 'int new;\n');
+    const second = { build: run('--dry-run').out, source: run('--print-source').out };
+    expect(second.build).not.toBe(first.build);
+    expect(second.source).not.toBe(first.source);
+    expect(readFileSync(join(second.source, 'mm', 'x.c'), 'utf8')).toBe('int new;\n');
+
+    // Another point release.
+    writeTarball(118, 'int new;\n');
+    expect(run('--dry-run').out).toMatch(/\/cache\/trees\/6\.12\.118-[0-9a-f]{16}\/build$/);
+
+    // Back to the first tarball: its tree and key again, without unpacking it again.
+    writeTarball(117, 'int old;\n');
+    const again = run('--dry-run');
+    expect(again.out).toBe(first.build);
+    expect(again.err).not.toContain('unpacking');
+  });
+
+  it('refuses a tarball that holds no kernel tree', () => {
+    const empty = join(dir, 'empty');
+    mkdirSync(join(empty, 'linux-source-6.12'), { recursive: true });
+    spawnSync('tar', ['-C', empty, '-cJf', tarball(), 'linux-source-6.12']);
+    const r = spawnSync(script, ['--tarball', tarball(), '--dry-run'], {
+      encoding: 'utf8',
+      env: { ...process.env, HOTMEM_CACHE: join(dir, 'cache') },
+    });
+    expect(r.stderr).toContain(`${tarball()} holds no kernel source tree`);
+    expect(r.status).toBe(1);
+  });
+
+  it('says what to install when the tarball is missing', () => {
+    const r = spawnSync(script, ['--tarball', join(dir, 'none.tar.xz'), '--dry-run'], {
+      encoding: 'utf8',
+      env: { ...process.env, HOTMEM_CACHE: join(dir, 'cache') },
+    });
+    expect(r.stderr).toContain(
+      `${join(dir, 'none.tar.xz')} missing (scripts/setup.sh installs linux-source-6.12)`,
+    );
+    expect(r.status).toBe(1);
   });
 });
