@@ -1,8 +1,10 @@
 import { defineConfig } from 'vitest/config';
+import RunSummaryReporter from './scripts/testbed/run-summary.js';
 
 export default defineConfig({
   test: {
-    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
+    // The summary's closing line is what .ci/run prints last.
+    reporters: ['default', new RunSummaryReporter({ outputFile: 'test-results/summary.txt' })],
     projects: [
       {
         test: {
