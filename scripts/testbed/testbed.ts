@@ -1,6 +1,6 @@
 // The test bed in one call: a guest kernel built by scripts/build-kernel.sh, the initramfs,
 // and a booted VM whose guest server answers; plus readers of the guest's memory state.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -26,14 +26,18 @@ export interface KernelOptions {
   source?: string;
 }
 
-/** Builds (or finds in the cache) a guest kernel and resolves with the path of its bzImage. */
-export async function buildKernel(opts: KernelOptions = {}): Promise<string> {
-  const args = [
+function buildArgs(opts: KernelOptions): string[] {
+  return [
     ...(opts.source ? ['--source', opts.source] : []),
     ...(opts.patches ? ['--patches', opts.patches] : []),
     ...(opts.configs ?? []).flatMap((c) => ['--config', c]),
     ...(opts.debug ? ['--debug'] : []),
   ];
+}
+
+/** Builds (or finds in the cache) a guest kernel and resolves with the path of its bzImage. */
+export async function buildKernel(opts: KernelOptions = {}): Promise<string> {
+  const args = buildArgs(opts);
   const child = spawn(join(projectRoot(), 'scripts/build-kernel.sh'), args, {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -50,6 +54,45 @@ export async function buildKernel(opts: KernelOptions = {}): Promise<string> {
   const dir = stdout.trim().split('\n').at(-1);
   if (!dir) throw new Error('scripts/build-kernel.sh printed no build directory');
   return join(dir, 'arch/x86/boot/bzImage');
+}
+
+/**
+ * Whether `buildKernel(opts)` would find its kernel in the cache: scripts/build-kernel.sh
+ * --dry-run, which says "built: DIR" or "not built: DIR" on stderr.
+ */
+export function isKernelBuilt(
+  opts: KernelOptions = {},
+  env: NodeJS.ProcessEnv = process.env,
+): boolean {
+  const r = spawnSync(
+    join(projectRoot(), 'scripts/build-kernel.sh'),
+    [...buildArgs(opts), '--dry-run'],
+    { encoding: 'utf8', env },
+  );
+  if (r.status !== 0)
+    throw new Error(`scripts/build-kernel.sh --dry-run failed: ${r.stderr.trim()}`);
+  return /\] built: /.test(r.stderr);
+}
+
+/**
+ * Why the suites that boot a stock kernel (the baseline and the selftest comparison) are
+ * skipped, if they are. HOTMEM_STOCK_KERNEL=build (the default) builds the stock kernel like
+ * any other; =cached runs those suites only when the stock kernel is already in the cache, so
+ * that a cold CI run builds two kernels, not three, and stays within its time.
+ */
+export function stockKernelUnavailable(
+  opts: KernelOptions = {},
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  const policy = env.HOTMEM_STOCK_KERNEL ?? 'build';
+  if (policy === 'build') return undefined;
+  if (policy !== 'cached')
+    throw new Error(
+      `HOTMEM_STOCK_KERNEL must be "build" or "cached", not ${JSON.stringify(policy)}`,
+    );
+  return isKernelBuilt(opts, env)
+    ? undefined
+    : 'HOTMEM_STOCK_KERNEL=cached and the stock kernel is not built yet (npm test without it builds it)';
 }
 
 /** The HotMem series the e2e suites boot; CI builds Debian's 6.12 with it. */
