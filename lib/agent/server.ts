@@ -3,7 +3,7 @@
  * Routes, body limits and the error mapping live here; behaviour lives in Agent.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, unlink } from 'node:fs/promises';
+import { lstat, mkdir, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -78,12 +78,17 @@ export class AgentServer {
   private async start(): Promise<void> {
     if ('socketPath' in this.endpoint) {
       const { socketPath } = this.endpoint;
-      // A directory made here is the owner's only; the socket itself is chmod 0600 below.
-      await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
+      await ensurePrivateDirectory(path.dirname(socketPath));
       await removeStaleSocket(socketPath);
-      await this.listenOn({ path: socketPath });
-      // Whoever can connect can start processes: owner only.
-      await chmod(socketPath, 0o600);
+      // Whoever can connect can start processes as root: the socket is the owner's only from
+      // the moment bind() creates it. The umask is process-wide, so it is narrowed just for the
+      // bind, which listen() does synchronously.
+      const umask = process.umask(0o177);
+      try {
+        await this.listenOn({ path: socketPath });
+      } finally {
+        process.umask(umask);
+      }
     } else {
       if (this.endpoint.token.length === 0)
         throw new Error('a TCP listener needs a non-empty token');
@@ -92,6 +97,7 @@ export class AgentServer {
     this.logger.info({ address: this.address }, 'agent API listening');
   }
 
+  /** Binds before it returns (the caller's umask applies to the socket); resolves once listening. */
   private listenOn(options: net.ListenOptions): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
@@ -292,6 +298,27 @@ async function readJson(request: http.IncomingMessage): Promise<unknown> {
 
 const bodyTooLarge = () =>
   new AgentError('HOTMEM_BODY_TOO_LARGE', `the body exceeds ${LIMITS.bodyBytes} bytes`);
+
+/**
+ * The socket's directory: made 0700 when missing; an existing one must be the agent's user's and
+ * writable by nobody else, or someone else could replace the socket with their own.
+ */
+async function ensurePrivateDirectory(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await lstat(dir);
+  const uid = process.getuid?.() ?? info.uid;
+  if (!info.isDirectory()) throw new Error(`${dir}: the socket directory is not a directory`);
+  if (info.uid !== uid) {
+    throw new Error(
+      `${dir}: the socket directory is owned by uid ${info.uid}, not by the agent (uid ${uid})`,
+    );
+  }
+  if ((info.mode & 0o022) !== 0) {
+    throw new Error(
+      `${dir}: the socket directory is writable by group or others (mode ${(info.mode & 0o7777).toString(8)})`,
+    );
+  }
+}
 
 /** A socket file nobody listens on (left by a killed agent) is removed; a live one is an error. */
 async function removeStaleSocket(socketPath: string): Promise<void> {
