@@ -188,18 +188,18 @@ export class AgentServer {
     const started = process.hrtime.bigint();
     try {
       this.authorize(request);
-      const url = new URL(request.url ?? '/', 'http://agent');
-      const route = this.routes.find((candidate) => candidate.pattern.test(url.pathname));
-      if (!route) throw new AgentError('HOTMEM_NOT_FOUND', `no route ${url.pathname}`);
+      const pathname = requestPath(request.url ?? '');
+      const route = this.routes.find((candidate) => candidate.pattern.test(pathname));
+      if (!route) throw new AgentError('HOTMEM_NOT_FOUND', `no route ${pathname}`);
       const handler = route.methods[request.method as 'GET' | 'POST'];
       if (!handler) {
         response.setHeader('allow', Object.keys(route.methods).join(', '));
         throw new AgentError(
           'HOTMEM_METHOD_NOT_ALLOWED',
-          `${request.method} is not allowed on ${url.pathname}`,
+          `${request.method} is not allowed on ${pathname}`,
         );
       }
-      const params = (route.pattern.exec(url.pathname) ?? []).slice(1).map(decodeURIComponent);
+      const params = (route.pattern.exec(pathname) ?? []).slice(1).map(decodePathSegment);
       await handler({ request, response, params });
     } catch (caught) {
       const error = toAgentError(caught);
@@ -260,6 +260,30 @@ export class AgentServer {
     });
   }
 }
+
+/**
+ * The path of an origin-form request target (`/v1/instances?…`). Other forms (absolute URLs,
+ * `//host…`, `*`) name no route of the agent; parsing them as URLs could only fail later.
+ */
+function requestPath(target: string): string {
+  if (!target.startsWith('/') || target.startsWith('//')) {
+    throw invalidTarget(`'${shorten(target)}' is not a path starting with a single /`);
+  }
+  return target.replace(/[?#].*$/s, '');
+}
+
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw invalidTarget(`malformed percent-encoding in '${shorten(segment)}'`);
+  }
+}
+
+const invalidTarget = (problem: string) =>
+  new AgentError('HOTMEM_INVALID_REQUEST', `request target: ${problem}`);
+
+const shorten = (text: string) => (text.length > 64 ? `${text.slice(0, 64)}…` : text);
 
 function sendJson(response: http.ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;

@@ -15,7 +15,7 @@
  * stack is unwound on every way out: spawn failure, exit, stop, agent shutdown.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, readFileSync } from 'node:fs';
+import { closeSync, readFileSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -114,16 +114,16 @@ export interface AdoptSpec {
   startedAt?: string;
 }
 
-/** The command could not be started at all; nothing of it is left behind. */
+/**
+ * The command could not be started at all; nothing of it is left behind. The message starts with
+ * the request field at fault (`command.0`, `cwd`).
+ */
 export class SpawnError extends Error {
   readonly code: string | undefined;
-  constructor(command: string, cause: unknown) {
-    const code = (cause as NodeJS.ErrnoException | undefined)?.code;
-    super(`cannot start '${command}': ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
+  constructor(field: string, problem: string, cause?: unknown) {
+    super(`${field}: ${problem}`, { cause });
     this.name = 'SpawnError';
-    this.code = code;
+    this.code = (cause as NodeJS.ErrnoException | undefined)?.code;
   }
 }
 
@@ -195,6 +195,7 @@ export class Instance {
           `partition ${spec.partition} requested but no launcher is available to bind it`,
         );
       }
+      if (spec.cwd !== undefined) checkWorkingDirectory(spec.cwd);
       const cgroup = await env.cgroups.create(spec.id, {
         memoryMax: spec.memoryBytes,
         ...(spec.cpuWeight !== undefined && { cpuWeight: spec.cpuWeight }),
@@ -203,20 +204,27 @@ export class Instance {
       const output = followOutput(spec.id, env, logger, cleanup, OutputFiles.create);
 
       const [file, ...args] = launchArgv(spec, env.launcher, cgroup.path);
-      const child = output.withChildFds((stdout, stderr) =>
-        spawn(file as string, args, {
-          cwd: spec.cwd,
-          env: { PATH: process.env.PATH ?? DEFAULT_PATH, ...spec.env },
-          stdio: ['ignore', stdout, stderr],
-          // Its own session: a signal to the agent's process group does not reach instances, the
-          // agent stops them itself, in order.
-          detached: true,
-        }),
-      );
+      const program = spec.command[0] as string;
+      const child = output.withChildFds((stdout, stderr) => {
+        try {
+          return spawn(file as string, args, {
+            cwd: spec.cwd,
+            env: { PATH: process.env.PATH ?? DEFAULT_PATH, ...spec.env },
+            stdio: ['ignore', stdout, stderr],
+            // Its own session: a signal to the agent's process group does not reach instances,
+            // the agent stops them itself, in order.
+            detached: true,
+          });
+        } catch (error) {
+          // Most exec failures (ENAMETOOLONG, ENOTDIR, E2BIG…) throw here; ENOENT and EACCES
+          // come as an 'error' event instead (spawned() below).
+          throw cannotStart(program, error);
+        }
+      });
       env.onSpawn?.(child);
       // Listen before the first await: a short command can exit meanwhile.
       const exited = childExit(child);
-      const pid = await spawned(child, spec.command[0] as string);
+      const pid = await spawned(child, program);
       let pidfd: number | null = null;
       try {
         pidfd = env.pidfds ? env.pidfds.pidfdOpen(pid) : null;
@@ -449,8 +457,30 @@ function launchArgv(spec: InstanceSpec, launcher: Launcher | null, cgroupPath: s
 function spawned(child: ChildProcess, program: string): Promise<number> {
   return new Promise((resolve, reject) => {
     child.once('spawn', () => resolve(child.pid as number));
-    child.once('error', (error) => reject(new SpawnError(program, error)));
+    child.once('error', (error) => reject(cannotStart(program, error)));
   });
+}
+
+/** Names the program, cut to a length fit for an error message, and the errno. */
+function cannotStart(program: string, error: unknown): SpawnError {
+  const shown = program.length > 64 ? `${program.slice(0, 64)}…` : program;
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  const reason = code ? `${syscall ?? 'spawn'} ${code}` : String((error as Error)?.message);
+  return new SpawnError('command.0', `cannot start '${shown}': ${reason}`, error);
+}
+
+/** The checks spawn() would fail on less clearly (a missing cwd reads as a missing program). */
+function checkWorkingDirectory(cwd: string): void {
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(cwd).isDirectory();
+  } catch (error) {
+    const problem = isErrno(error, 'ENOENT')
+      ? 'does not exist'
+      : `cannot be used: ${(error as NodeJS.ErrnoException).code}`;
+    throw new SpawnError('cwd', `'${cwd}' ${problem}`, error);
+  }
+  if (!isDirectory) throw new SpawnError('cwd', `'${cwd}' is not a directory`);
 }
 
 interface ChildStatus {

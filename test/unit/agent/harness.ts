@@ -1,13 +1,15 @@
 // Builds a real agent (real HTTP server on a unix socket in a temp dir, real child processes, a
 // temp-dir cgroup tree) around a fake partition manager.
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pino } from 'pino';
 import { Agent, type AgentOptions } from '../../../lib/agent/agent.js';
 import { AgentClient } from '../../../lib/agent/client.js';
 import { AgentServer, type Endpoint } from '../../../lib/agent/server.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
-import { silentLogger } from '../../../lib/log.js';
+import { type Logger, silentLogger } from '../../../lib/log.js';
 
 export interface Harness {
   dir: string;
@@ -52,13 +54,18 @@ export async function startHarness(
   overrides: Partial<AgentOptions> & {
     endpoint?: Endpoint;
     tree?: Awaited<ReturnType<typeof makeTempTree>>;
+    logger?: Logger;
   } = {},
 ): Promise<Harness> {
-  const { endpoint: endpointOverride, tree: treeOverride, ...agentOverrides } = overrides;
+  const {
+    endpoint: endpointOverride,
+    tree: treeOverride,
+    logger = silentLogger(),
+    ...agentOverrides
+  } = overrides;
   const tree = treeOverride ?? (await makeTempTree());
   const launcher = await writeStandInLauncher(tree.dir);
   const socketPath = path.join(tree.dir, 'agent.sock');
-  const logger = silentLogger();
   const agent = new Agent({
     partitions: null,
     cgroups: new CgroupTree(tree.cgroupRoot),
@@ -117,4 +124,87 @@ export async function collectEvents<T extends { type: string }>(
     seen.push(next.value);
     if (until(next.value)) return seen;
   }
+}
+
+/** A logger at debug level that keeps every record, parsed, in `records`. */
+export function capturingLogger(): { logger: Logger; records: Array<Record<string, unknown>> } {
+  const records: Array<Record<string, unknown>> = [];
+  const logger = pino(
+    { level: 'debug' },
+    { write: (line: string) => records.push(JSON.parse(line) as Record<string, unknown>) },
+  );
+  return { logger, records };
+}
+
+export interface RawAnswer {
+  /** Of the final answer (after any 100 Continue); 0 when none came. */
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  /** Everything received, interim answers included. */
+  raw: string;
+  /** The server closed the connection before waitMs passed. */
+  closed: boolean;
+}
+
+/**
+ * Writes `request` verbatim on a new connection, then reads until the server closes it or
+ * waitMs passed (then the client closes it): for what a well-behaved client never sends.
+ */
+export function exchange(
+  to: string | { host: string; port: number },
+  request: string | Buffer,
+  waitMs = 5_000,
+): Promise<RawAnswer> {
+  return new Promise((resolve) => {
+    const socket = typeof to === 'string' ? net.connect(to) : net.connect(to.port, to.host);
+    const chunks: Buffer[] = [];
+    let closed = false;
+    const timer = setTimeout(() => socket.destroy(), waitMs);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => {});
+    socket.on('end', () => {
+      closed = true;
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(parseAnswer(Buffer.concat(chunks).toString('latin1'), closed));
+    });
+    socket.write(request);
+  });
+}
+
+function parseAnswer(raw: string, closed: boolean): RawAnswer {
+  let rest = raw;
+  for (;;) {
+    const headEnd = rest.indexOf('\r\n\r\n');
+    if (headEnd < 0) return { status: 0, headers: {}, body: '', raw, closed };
+    const [statusLine = '', ...lines] = rest.slice(0, headEnd).split('\r\n');
+    const status = Number(statusLine.split(' ')[1]);
+    const headers = Object.fromEntries(
+      lines.map((line) => {
+        const colon = line.indexOf(':');
+        return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()];
+      }),
+    );
+    rest = rest.slice(headEnd + 4);
+    if (status >= 100 && status < 200) continue;
+    const length = Number(headers['content-length'] ?? rest.length);
+    return {
+      status,
+      headers,
+      body: Buffer.from(rest, 'latin1').subarray(0, length).toString('utf8'),
+      raw,
+      closed,
+    };
+  }
+}
+
+/** The documented error body, parsed: `{error: {code, message}}`, or throws saying what came. */
+export function errorBody(answer: RawAnswer): { code: string; message: string } {
+  const parsed = JSON.parse(answer.body) as { error?: { code?: unknown; message?: unknown } };
+  if (typeof parsed.error?.code !== 'string' || typeof parsed.error.message !== 'string') {
+    throw new Error(`not the documented error body: ${answer.raw}`);
+  }
+  return { code: parsed.error.code, message: parsed.error.message };
 }
