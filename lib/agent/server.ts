@@ -7,6 +7,7 @@ import { lstat, mkdir, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import type stream from 'node:stream';
 import type { Logger } from 'pino';
 import { isErrno } from '../cgroup.js';
 import type { Agent } from './agent.js';
@@ -50,6 +51,22 @@ export class AgentServer {
     this.server = http.createServer((request, response) => {
       void this.handle(request, response);
     });
+    // With this listener Node leaves `Expect: 100-continue` to readJson(), which sends the 100
+    // only once the request is authorized and routed: no body is asked for that goes unread.
+    this.server.on('checkContinue', (request, response) => {
+      void this.handle(request, response);
+    });
+    this.server.on('checkExpectation', (request, response) => {
+      const error = new AgentError(
+        'HOTMEM_EXPECTATION_FAILED',
+        `expect: only 100-continue is supported, not '${shorten(String(request.headers.expect))}'`,
+      );
+      response.shouldKeepAlive = false;
+      sendJson(response, error.statusCode, error.toBody());
+    });
+    this.server.on('clientError', (error: ParserError, socket) =>
+      this.onClientError(error, socket),
+    );
   }
 
   static async listen(options: AgentServerOptions): Promise<AgentServer> {
@@ -121,7 +138,11 @@ export class AgentServer {
           GET: async ({ response }) =>
             sendJson(response, 200, { instances: agent.listInstances() }),
           POST: async ({ request, response }) => {
-            const body = parseRequest(createInstanceSchema, await readJson(request), 'body');
+            const body = parseRequest(
+              createInstanceSchema,
+              await readJson(request, response),
+              'body',
+            );
             const instance = await agent.createInstance(body);
             response.setHeader('location', `/v1/instances/${instance.id}`);
             sendJson(response, 201, {
@@ -151,7 +172,11 @@ export class AgentServer {
         pattern: /^\/v1\/instances\/([^/]+)\/stop$/,
         methods: {
           POST: async ({ request, response, params }) => {
-            const body = parseRequest(stopInstanceSchema, (await readJson(request)) ?? {}, 'body');
+            const body = parseRequest(
+              stopInstanceSchema,
+              (await readJson(request, response)) ?? {},
+              'body',
+            );
             sendJson(response, 200, await agent.stopInstance(params[0] as string, body.graceMs));
           },
         },
@@ -227,6 +252,25 @@ export class AgentServer {
     }
   }
 
+  /**
+   * What Node's parser rejects never reaches handle(): answered here with the documented body,
+   * then the connection is closed (the parser cannot resume after an error).
+   */
+  private onClientError(error: ParserError, socket: stream.Duplex): void {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const answer = parserErrorAnswer(error);
+    const text = `${JSON.stringify(answer.toBody())}\n`;
+    socket.end(
+      `HTTP/1.1 ${answer.statusCode} ${http.STATUS_CODES[answer.statusCode]}\r\n` +
+        'content-type: application/json; charset=utf-8\r\n' +
+        `content-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+    );
+    this.logger.debug({ err: error, code: answer.code }, 'malformed request');
+  }
+
   private authorize(request: http.IncomingMessage): void {
     if ('socketPath' in this.endpoint) return;
     const header = request.headers.authorization ?? '';
@@ -295,9 +339,13 @@ function sendJson(response: http.ServerResponse, status: number, body: unknown):
 }
 
 /** The parsed JSON body, or undefined for an empty one. */
-async function readJson(request: http.IncomingMessage): Promise<unknown> {
+async function readJson(
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+): Promise<unknown> {
   const declared = Number(request.headers['content-length'] ?? 0);
   if (declared > LIMITS.bodyBytes) throw bodyTooLarge();
+  if (/^100-continue$/i.test(request.headers.expect ?? '')) response.writeContinue();
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of request) {
@@ -318,6 +366,19 @@ async function readJson(request: http.IncomingMessage): Promise<unknown> {
   } catch (error) {
     throw new AgentError('HOTMEM_INVALID_JSON', `body is not JSON: ${(error as Error).message}`);
   }
+}
+
+/** What Node's HTTP parser reports: an llhttp code (HPE_…) and its reason, or a Node code. */
+type ParserError = Error & { code?: string; reason?: string };
+
+function parserErrorAnswer(error: ParserError): AgentError {
+  if (error.code === 'HPE_HEADER_OVERFLOW') {
+    return new AgentError('HOTMEM_HEADERS_TOO_LARGE', 'the request headers exceed 16 KiB');
+  }
+  return new AgentError(
+    'HOTMEM_MALFORMED_REQUEST',
+    `not valid HTTP/1.1: ${error.reason ?? error.message} (${error.code ?? 'unknown'})`,
+  );
 }
 
 const bodyTooLarge = () =>

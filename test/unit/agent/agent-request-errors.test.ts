@@ -64,3 +64,56 @@ describe('commands that fail to start synchronously', () => {
     expect(harness.agent.listInstances()).toEqual([]);
   });
 });
+
+describe('requests the HTTP parser rejects', () => {
+  it.each([
+    [
+      'an unknown method',
+      'FOO /v1/health HTTP/1.1\r\nhost: agent\r\n\r\n',
+      400,
+      'HOTMEM_MALFORMED_REQUEST',
+    ],
+    [
+      'a target without /',
+      'GET v1/health HTTP/1.1\r\nhost: agent\r\n\r\n',
+      400,
+      'HOTMEM_MALFORMED_REQUEST',
+    ],
+    [
+      'not HTTP at all',
+      '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n',
+      400,
+      'HOTMEM_MALFORMED_REQUEST',
+    ],
+    [
+      'a 17 KB header',
+      `GET /v1/health HTTP/1.1\r\nhost: agent\r\nx-big: ${'a'.repeat(17 * 1024)}\r\n\r\n`,
+      431,
+      'HOTMEM_HEADERS_TOO_LARGE',
+    ],
+    [
+      'an expectation other than 100-continue',
+      'GET /v1/health HTTP/1.1\r\nhost: agent\r\nexpect: teapot\r\n\r\n',
+      417,
+      'HOTMEM_EXPECTATION_FAILED',
+    ],
+  ])('answers %s with the documented error body and closes', async (_, request, status, code) => {
+    const answer = await exchange(harness.socketPath, request);
+    expect(answer.status, answer.raw).toBe(status);
+    expect(answer.headers['content-type']).toMatch(/^application\/json/);
+    expect(errorBody(answer).code).toBe(code);
+    expect(answer.closed).toBe(true);
+  });
+
+  it('sends 100 Continue only for a request it goes on to read', async () => {
+    const body = JSON.stringify({ command: [], memoryBytes: 8 * MiB });
+    const headers = (target: string) =>
+      `POST ${target} HTTP/1.1\r\nhost: agent\r\nconnection: close\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`;
+    const read = await exchange(harness.socketPath, headers('/v1/instances') + body);
+    expect(read.raw).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 400 /);
+    expect(errorBody(read).message).toMatch(/command: at least the program/);
+    const unread = await exchange(harness.socketPath, headers('/v1/nothing'));
+    expect(unread.raw).toMatch(/^HTTP\/1\.1 404 /);
+    expect(errorBody(unread).code).toBe('HOTMEM_NOT_FOUND');
+  });
+});
