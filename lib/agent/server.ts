@@ -227,6 +227,14 @@ export class AgentServer {
       const params = (route.pattern.exec(pathname) ?? []).slice(1).map(decodePathSegment);
       await handler({ request, response, params });
     } catch (caught) {
+      if (isDisconnect(caught)) {
+        this.logger.debug(
+          { method: request.method, url: request.url, code: caught.code },
+          'client disconnected',
+        );
+        response.destroy();
+        return;
+      }
       const error = toAgentError(caught);
       if (error.code === 'HOTMEM_INTERNAL') {
         this.logger.error(
@@ -257,7 +265,8 @@ export class AgentServer {
    * then the connection is closed (the parser cannot resume after an error).
    */
   private onClientError(error: ParserError, socket: stream.Duplex): void {
-    if (!socket.writable) {
+    if (isDisconnect(error) || !socket.writable) {
+      this.logger.debug({ code: error.code }, 'client disconnected');
       socket.destroy();
       return;
     }
@@ -366,6 +375,22 @@ async function readJson(
   } catch (error) {
     throw new AgentError('HOTMEM_INVALID_JSON', `body is not JSON: ${(error as Error).message}`);
   }
+}
+
+/**
+ * The client went away: a reset, a write to a closed connection, or a request cut off before
+ * its end (llhttp's HPE_INVALID_EOF_STATE). Nothing went wrong in the agent.
+ */
+const DISCONNECT_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'HPE_INVALID_EOF_STATE',
+]);
+
+function isDisconnect(error: unknown): error is Error & { code: string } {
+  return DISCONNECT_CODES.has((error as { code?: unknown } | undefined)?.code as string);
 }
 
 /** What Node's HTTP parser reports: an llhttp code (HPE_…) and its reason, or a Node code. */

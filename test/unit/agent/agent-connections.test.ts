@@ -1,0 +1,57 @@
+// Connections as clients really behave: they hang up mid-request, send half a request and stall,
+// or connect and never authenticate. None of it may cost the agent more than a bounded time,
+// nor show up in its log as an internal error.
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { capturingLogger, type Harness, startHarness } from './harness.js';
+
+let harness: Harness | undefined;
+
+afterEach(async () => {
+  await harness?.close();
+  harness = undefined;
+});
+
+function connect(to: string | { host: string; port: number }): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = typeof to === 'string' ? net.connect(to) : net.connect(to.port, to.host);
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+async function waitUntil(condition: () => boolean, what: string, timeoutMs = 5_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('clients that hang up', () => {
+  it('logs a client gone mid-body at debug as a disconnect, not as an internal error', async () => {
+    const { logger, records } = capturingLogger();
+    harness = await startHarness({ logger });
+    const socket = await connect(harness.socketPath);
+    socket.write(
+      'POST /v1/instances HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"command":',
+    );
+    // Time for the agent to start reading the body; if it has not, the test still passes.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    socket.destroy();
+    // Logged last, once the agent is done with the request.
+    await waitUntil(
+      () => records.some((record) => record.msg === 'request' && record.url === '/v1/instances'),
+      'the request to be done with',
+    );
+    const disconnects = records.filter((record) => record.msg === 'client disconnected');
+    expect(disconnects).toContainEqual(
+      expect.objectContaining({ level: 20, method: 'POST', url: '/v1/instances' }),
+    );
+    for (const disconnect of disconnects) {
+      expect(disconnect).toMatchObject({ level: 20 });
+      expect(disconnect).not.toHaveProperty('err');
+    }
+    expect(records.filter((record) => (record.level as number) >= 50)).toEqual([]);
+  });
+});
