@@ -12,6 +12,7 @@ export const AGENT_ERRORS = {
   HOTMEM_NOT_FOUND: { status: 404, meaning: 'no such route' },
   HOTMEM_INSTANCE_NOT_FOUND: { status: 404, meaning: 'no instance with that id' },
   HOTMEM_METHOD_NOT_ALLOWED: { status: 405, meaning: 'the route exists, not with this method' },
+  HOTMEM_REQUEST_TIMEOUT: { status: 408, meaning: 'the request did not arrive in time' },
   HOTMEM_BODY_TOO_LARGE: { status: 413, meaning: 'the body exceeds the size limit' },
   HOTMEM_UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'a body that is not application/json' },
   HOTMEM_EXPECTATION_FAILED: { status: 417, meaning: 'an Expect header other than 100-continue' },

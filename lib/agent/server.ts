@@ -18,10 +18,27 @@ export const DEFAULT_SOCKET_PATH = '/run/hotmem/agent.sock';
 
 export type Endpoint = { socketPath: string } | { host: string; port: number; token: string };
 
+/** What one client may cost the agent (documented in docs/agent-api.md). */
+export interface ServerLimits {
+  /** The request line and headers must have arrived by then, or 408 and the connection closes. */
+  headersTimeoutMs: number;
+  /** The whole request, body included. */
+  requestTimeoutMs: number;
+  /** Connections at once, event streams included; more are closed unanswered as they come. */
+  maxConnections: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  maxConnections: 128,
+};
+
 export interface AgentServerOptions {
   agent: Agent;
   logger: Logger;
   endpoint: Endpoint;
+  limits?: Partial<ServerLimits>;
 }
 
 interface RouteContext {
@@ -42,14 +59,31 @@ export class AgentServer {
   private readonly endpoint: Endpoint;
   private readonly routes: Route[];
   private readonly streams = new Set<http.ServerResponse>();
+  private readonly limits: ServerLimits;
 
   private constructor(options: AgentServerOptions) {
     this.agent = options.agent;
     this.logger = options.logger;
     this.endpoint = options.endpoint;
+    this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
     this.routes = this.buildRoutes();
-    this.server = http.createServer((request, response) => {
-      void this.handle(request, response);
+    this.server = http.createServer(
+      {
+        headersTimeout: this.limits.headersTimeoutMs,
+        requestTimeout: this.limits.requestTimeoutMs,
+        // How often both timeouts are checked (Node's default, 30 s, would let them run over).
+        connectionsCheckingInterval: Math.min(1_000, this.limits.headersTimeoutMs / 2),
+      },
+      (request, response) => {
+        void this.handle(request, response);
+      },
+    );
+    this.server.maxConnections = this.limits.maxConnections;
+    this.server.on('drop', (connection) => {
+      this.logger.warn(
+        { limit: this.limits.maxConnections, from: connection?.remoteAddress },
+        'connection refused: too many connections',
+      );
     });
     // With this listener Node leaves `Expect: 100-continue` to readJson(), which sends the 100
     // only once the request is authorized and routed: no body is asked for that goes unread.
@@ -245,6 +279,9 @@ export class AgentServer {
       if (response.headersSent) {
         response.destroy();
       } else {
+        // A body refused unread (unauthorized, too large, no route) is not read to find the next
+        // request: the connection closes after the answer.
+        if (!request.complete) response.shouldKeepAlive = false;
         sendJson(response, error.statusCode, error.toBody());
       }
     } finally {
@@ -397,6 +434,9 @@ function isDisconnect(error: unknown): error is Error & { code: string } {
 type ParserError = Error & { code?: string; reason?: string };
 
 function parserErrorAnswer(error: ParserError): AgentError {
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return new AgentError('HOTMEM_REQUEST_TIMEOUT', 'the request did not arrive in time');
+  }
   if (error.code === 'HPE_HEADER_OVERFLOW') {
     return new AgentError('HOTMEM_HEADERS_TOO_LARGE', 'the request headers exceed 16 KiB');
   }

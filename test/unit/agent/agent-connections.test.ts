@@ -3,7 +3,7 @@
 // nor show up in its log as an internal error.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { capturingLogger, type Harness, startHarness } from './harness.js';
+import { capturingLogger, errorBody, exchange, type Harness, startHarness } from './harness.js';
 
 let harness: Harness | undefined;
 
@@ -53,5 +53,59 @@ describe('clients that hang up', () => {
       expect(disconnect).not.toHaveProperty('err');
     }
     expect(records.filter((record) => (record.level as number) >= 50)).toEqual([]);
+  });
+});
+
+describe('unauthenticated TCP clients', () => {
+  const tcp = { host: '127.0.0.1', port: 0, token: 'a-token-of-16-chars' };
+  const address = () => ({
+    host: '127.0.0.1',
+    port: Number(harness?.server.address.split(':').pop()),
+  });
+
+  it('answers 408 and closes a connection whose headers do not arrive in time', async () => {
+    harness = await startHarness({
+      endpoint: tcp,
+      limits: { headersTimeoutMs: 300, requestTimeoutMs: 600 },
+    });
+    const answer = await exchange(address(), 'GET /v1/health HTTP/1.1\r\nhost: agent\r\n');
+    expect(answer.closed, answer.raw).toBe(true);
+    expect(answer.status).toBe(408);
+    expect(errorBody(answer).code).toBe('HOTMEM_REQUEST_TIMEOUT');
+  });
+
+  it('closes a connection that sends nothing', async () => {
+    harness = await startHarness({
+      endpoint: tcp,
+      limits: { headersTimeoutMs: 300, requestTimeoutMs: 600 },
+    });
+    const answer = await exchange(address(), '');
+    expect(answer.closed).toBe(true);
+  });
+
+  it('answers 401 without reading the body, and closes', async () => {
+    harness = await startHarness({ endpoint: tcp });
+    const answer = await exchange(
+      address(),
+      'POST /v1/instances HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: 200000\r\n\r\n{',
+    );
+    expect(answer.status).toBe(401);
+    expect(errorBody(answer).code).toBe('HOTMEM_UNAUTHORIZED');
+    expect(answer.closed).toBe(true);
+  });
+
+  it('closes connections over the cap at once', async () => {
+    harness = await startHarness({ endpoint: tcp, limits: { maxConnections: 2 } });
+    const held = [await connect(address()), await connect(address())];
+    const answer = await exchange(
+      address(),
+      `GET /v1/health HTTP/1.1\r\nhost: agent\r\nauthorization: Bearer ${tcp.token}\r\n\r\n`,
+    );
+    expect(answer).toMatchObject({ closed: true, status: 0 });
+    for (const socket of held) socket.destroy();
+    // Once the agent has seen them go (soon, not at once), there is room again.
+    await expect
+      .poll(() => harness?.client.health().catch(() => undefined), { timeout: 5_000 })
+      .toMatchObject({ status: 'ok' });
   });
 });

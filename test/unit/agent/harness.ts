@@ -7,7 +7,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { Agent, type AgentOptions } from '../../../lib/agent/agent.js';
 import { AgentClient } from '../../../lib/agent/client.js';
-import { AgentServer, type Endpoint } from '../../../lib/agent/server.js';
+import { AgentServer, type Endpoint, type ServerLimits } from '../../../lib/agent/server.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
 import { type Logger, silentLogger } from '../../../lib/log.js';
 
@@ -54,12 +54,14 @@ export async function startHarness(
   overrides: Partial<AgentOptions> & {
     endpoint?: Endpoint;
     tree?: Awaited<ReturnType<typeof makeTempTree>>;
+    limits?: Partial<ServerLimits>;
     logger?: Logger;
   } = {},
 ): Promise<Harness> {
   const {
     endpoint: endpointOverride,
     tree: treeOverride,
+    limits,
     logger = silentLogger(),
     ...agentOverrides
   } = overrides;
@@ -79,7 +81,7 @@ export async function startHarness(
   });
   await agent.start();
   const endpoint = endpointOverride ?? { socketPath };
-  const server = await AgentServer.listen({ agent, logger, endpoint });
+  const server = await AgentServer.listen({ agent, logger, endpoint, ...(limits && { limits }) });
   const client = new AgentClient(
     'socketPath' in endpoint
       ? endpoint
