@@ -26,12 +26,15 @@ export interface ServerLimits {
   requestTimeoutMs: number;
   /** Connections at once, event streams included; more are closed unanswered as they come. */
   maxConnections: number;
+  /** How long close() lets requests in flight finish before it closes every connection. */
+  shutdownGraceMs: number;
 }
 
 export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   maxConnections: 128,
+  shutdownGraceMs: 2_000,
 };
 
 export interface AgentServerOptions {
@@ -116,13 +119,21 @@ export class AgentServer {
     return `${this.endpoint.host}:${bound.port}`;
   }
 
-  /** Stops accepting connections, ends event streams, waits for requests in flight. */
+  /**
+   * Stops accepting connections, ends event streams, lets requests in flight finish for
+   * shutdownGraceMs, then closes every connection left (half-sent requests, stalled readers).
+   */
   async close(): Promise<void> {
     for (const stream of this.streams) stream.end();
     this.streams.clear();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    const grace = setTimeout(() => {
+      this.logger.info('closing the connections left after the shutdown grace');
+      this.server.closeAllConnections();
+    }, this.limits.shutdownGraceMs);
     await closed;
+    clearTimeout(grace);
     if ('socketPath' in this.endpoint) await unlink(this.endpoint.socketPath).catch(() => {});
   }
 

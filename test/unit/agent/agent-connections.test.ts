@@ -109,3 +109,27 @@ describe('unauthenticated TCP clients', () => {
       .toMatchObject({ status: 'ok' });
   });
 });
+
+describe('shutdown', () => {
+  it('closes half-sent requests after a short grace instead of waiting for them', async () => {
+    harness = await startHarness({ limits: { shutdownGraceMs: 200 } });
+    const halfHeaders = await connect(harness.socketPath);
+    halfHeaders.write('POST /v1/instances HTTP/1.1\r\nhost: agent\r\n');
+    const halfBody = await connect(harness.socketPath);
+    halfBody.write(
+      'POST /v1/instances HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{',
+    );
+    const idle = await connect(harness.socketPath);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const closing = harness.server.close().then(() => 'closed' as const);
+    const outcome = await Promise.race([
+      closing,
+      new Promise((resolve) => setTimeout(resolve, 5_000, 'still open')),
+    ]);
+    expect(outcome).toBe('closed');
+    await waitUntil(
+      () => [halfHeaders, halfBody, idle].every((socket) => socket.closed),
+      'the clients see their connections closed',
+    );
+  });
+});
