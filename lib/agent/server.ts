@@ -28,6 +28,8 @@ export interface ServerLimits {
   maxConnections: number;
   /** How long close() lets requests in flight finish before it closes every connection. */
   shutdownGraceMs: number;
+  /** Unsent bytes an event subscriber may fall behind by before it is dropped. */
+  eventBacklogBytes: number;
 }
 
 export const DEFAULT_SERVER_LIMITS: ServerLimits = {
@@ -35,7 +37,11 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   requestTimeoutMs: 30_000,
   maxConnections: 128,
   shutdownGraceMs: 2_000,
+  eventBacklogBytes: 1024 * 1024,
 };
+
+/** How long a dropped event subscriber has to read its backlog before the connection is cut. */
+const DROPPED_SUBSCRIBER_LINGER_MS = 5_000;
 
 export interface AgentServerOptions {
   agent: Agent;
@@ -348,7 +354,18 @@ export class AgentServer {
     response.flushHeaders();
     this.streams.add(response);
     const unsubscribe = this.agent.subscribe((event) => {
-      response.write(`${JSON.stringify(event)}\n`);
+      // Unsent bytes, in the response and the socket: what this subscriber has not read yet.
+      if (response.writableLength <= this.limits.eventBacklogBytes) {
+        response.write(`${JSON.stringify(event)}\n`);
+        return;
+      }
+      unsubscribe();
+      const reason = `fell behind by more than ${this.limits.eventBacklogBytes} bytes`;
+      this.logger.warn({ unsent: response.writableLength }, `event subscriber dropped: ${reason}`);
+      const last = { type: 'subscriber-dropped', time: new Date().toISOString(), reason };
+      response.end(`${JSON.stringify(last)}\n`);
+      // One that reads again soon gets the rest and that record; one that never does is cut off.
+      setTimeout(() => response.destroy(), DROPPED_SUBSCRIBER_LINGER_MS).unref();
     });
     await new Promise<void>((resolve) => {
       const done = () => {
