@@ -8,7 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -202,7 +202,10 @@ export class Agent {
   async start(): Promise<void> {
     const { partitions, reaper } = this.options;
     await this.options.cgroups.prepare();
-    await mkdir(this.stateDir, { recursive: true });
+    // Records hold each instance's full argv: the agent's user's only, also in a directory
+    // that an earlier version made 0755.
+    await mkdir(this.stateDir, { recursive: true, mode: 0o700 });
+    await chmod(this.stateDir, 0o700);
     if (reaper) {
       reaper.setChildSubreaper();
       const onChild = () => this.reapOrphans(reaper);
@@ -622,7 +625,7 @@ export class Agent {
   }
 
   private async writeRecord(record: InstanceRecord): Promise<void> {
-    await writeFile(this.recordPath(record.id), `${JSON.stringify(record)}\n`);
+    await writeFile(this.recordPath(record.id), `${JSON.stringify(record)}\n`, { mode: 0o600 });
   }
 
   private removeRecord(id: string): Promise<void> {

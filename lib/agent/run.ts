@@ -3,7 +3,7 @@
  * launcher, pidfds, subreaper) into an Agent, serves it, and shuts down in order on SIGTERM or
  * SIGINT: stop instances newest first, reclaim, close, flush the log.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { launcherPath } from '../binding.js';
 import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
@@ -75,11 +75,27 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
 async function resolveEndpoint(options: RunAgentOptions): Promise<Endpoint> {
   if (!options.listen) return { socketPath: options.socketPath ?? DEFAULT_SOCKET_PATH };
   if (!options.tokenFile) throw new Error('--listen needs --token-file');
-  const token = (await readFile(options.tokenFile, 'utf8')).trim();
+  const token = (await readPrivateFile(options.tokenFile)).trim();
   if (token.length < 16) {
     throw new Error(`${options.tokenFile}: the token must have at least 16 characters`);
   }
   return { ...options.listen, token };
+}
+
+/** The token is as good as root: a file others can read (or write) is refused, not used. */
+async function readPrivateFile(file: string): Promise<string> {
+  const handle = await open(file, 'r');
+  try {
+    const { mode } = await handle.stat();
+    if ((mode & 0o077) !== 0) {
+      throw new Error(
+        `${file}: the token file is readable by group or others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
+      );
+    }
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
 }
 
 function nativeProcessSupport(logger: Logger): { pidfds: Pidfds; reaper: Reaper } | null {

@@ -153,6 +153,12 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
         });
         agent = new AgentClient(g.vm.hostPorts.get(AGENT_PORT) as number);
         await g.guest.write('/run/agent-token', TOKEN);
+        // The agent refuses a token file others can read.
+        await g.guest.check([
+          '/usr/bin/node',
+          '-e',
+          "require('node:fs').chmodSync('/run/agent-token', 0o600)",
+        ]);
         await g.vm.virtioMem.resize(1 * GiB, { timeoutMs: 60_000 });
         await startAgent();
       });
