@@ -39,7 +39,7 @@ Commands:
   run [--memory SIZE] -- CMD...  run CMD bound to a new partition, reclaim it on exit
   reclaim <partition>            offline every block of a free partition
   agent [--socket PATH] [--listen HOST:PORT --token-file FILE]
-        [--cgroup-root DIR] [--state-dir DIR]
+        [--cgroup-root DIR] [--state-dir DIR] [--log-output]
                                  run the in-guest agent
 
 Global options:
@@ -64,6 +64,7 @@ const OPTIONS = {
   'token-file': { type: 'string' },
   'cgroup-root': { type: 'string' },
   'state-dir': { type: 'string' },
+  'log-output': { type: 'boolean' },
 } as const;
 
 /** Which command accepts which of its own options; the global ones go with every command. */
@@ -73,7 +74,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   partitions: [],
   run: ['memory'],
   reclaim: [],
-  agent: ['socket', 'listen', 'token-file', 'cgroup-root', 'state-dir'],
+  agent: ['socket', 'listen', 'token-file', 'cgroup-root', 'state-dir', 'log-output'],
 };
 const GLOBAL_OPTIONS = ['json', 'debug', 'root', 'agent', 'help'];
 const AGENT_AWARE = ['status', 'partitions'];
@@ -388,6 +389,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
         ...(values['token-file'] && { tokenFile: values['token-file'] }),
         ...(values['cgroup-root'] && { cgroupRoot: values['cgroup-root'] }),
         ...(values['state-dir'] && { stateDir: values['state-dir'] }),
+        logOutput: values['log-output'] ?? false,
       },
       context.log,
     );

@@ -104,6 +104,8 @@ export interface AgentOptions {
   reclaimOnRelease?: boolean;
   stopGraceMs?: number;
   retainExited?: number;
+  /** Log instances' output line by line (default off: one instance could flood the log). */
+  logOutput?: boolean;
 }
 
 export interface SerializedReclaimReport {
@@ -524,6 +526,7 @@ export class Agent {
       pidfds: this.options.pidfds,
       logger: this.logger,
       outputDir: this.stateDir,
+      logOutput: this.options.logOutput ?? false,
       onSpawn: (child: ChildProcess) => {
         const { pid } = child;
         if (pid === undefined) return;

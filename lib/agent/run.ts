@@ -31,6 +31,8 @@ export interface RunAgentOptions {
   tokenFile?: string;
   cgroupRoot?: string;
   stateDir?: string;
+  /** Log instances' output line by line. */
+  logOutput?: boolean;
 }
 
 /** Resolves once the agent has shut down after SIGTERM or SIGINT. */
@@ -48,6 +50,7 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
     reaper: native?.reaper ?? null,
     logger,
     stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
+    logOutput: options.logOutput ?? false,
   });
   let server: AgentServer | undefined;
   // The first failure is the one reported; shutting down after it must not hide it.

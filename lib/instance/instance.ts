@@ -65,6 +65,8 @@ export interface InstanceEnvironment {
   outputBytes?: number;
   /** Size at which an output file is emptied (DEFAULT_OUTPUT_FILE_LIMIT_BYTES). */
   outputFileLimitBytes?: number;
+  /** Log the instance's output line by line (default off). */
+  logOutput?: boolean;
 }
 
 export interface InstanceSpec {
@@ -510,6 +512,7 @@ function followOutput<Output extends OutputFiles | null>(
   cleanup.push('remove output files', () => rm(dir, { recursive: true, force: true }));
   const output = open(dir, {
     logger,
+    logLines: env.logOutput ?? false,
     ...(env.outputBytes !== undefined && { keptBytes: env.outputBytes }),
     ...(env.outputFileLimitBytes !== undefined && { limitBytes: env.outputFileLimitBytes }),
   });

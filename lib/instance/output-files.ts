@@ -1,17 +1,18 @@
 /**
  * An instance's stdout and stderr as two files, `<dir>/stdout` and `<dir>/stderr`, which the
- * instance writes and the agent follows into OutputRings (the kept tail and the log).
+ * instance writes and the agent follows into OutputRings (the kept tail, and the log if asked).
  *
  * Files, not pipes, because the agent may be killed and restarted while its instances run on: the
  * reading end of a pipe dies with the agent and the instance's next write gets SIGPIPE, while a
  * file opened O_APPEND takes every write whether anyone reads it or not, and the next agent finds
  * the output there.
  *
- * A file is bounded: once the agent has read `limitBytes` of it, it empties the file and appends a
- * marker line. Output written in the instant between that last read and the truncation is lost
- * (appends by the instance cannot be paused); so is output the agent falls more than `limitBytes`
- * behind on, but for the newest, kept in the ring. While no agent runs nothing is truncated; the
- * next agent does it as it adopts the instance.
+ * A file is bounded: as soon as the agent sees it at `limitBytes`, it reads only the newest output
+ * that fits the ring, empties the file and appends a marker line. What it skipped and what was
+ * written in the instant between that read and the truncation is dropped and counted (appends by
+ * the instance cannot be paused). The file is checked once per event loop turn while the
+ * instance writes, so it exceeds the limit by at most what the instance writes in one turn. While
+ * no agent runs nothing is truncated; the next agent does it as it adopts the instance.
  */
 import {
   closeSync,
@@ -42,6 +43,8 @@ const readBuffer = Buffer.alloc(64 * 1024);
 
 export interface OutputFilesOptions {
   logger: Logger;
+  /** Log every line at info (default off: an instance could flood the agent's log). */
+  logLines?: boolean;
   /** Bytes of each stream kept in memory. */
   keptBytes?: number;
   limitBytes?: number;
@@ -51,6 +54,9 @@ export interface OutputFilesOptions {
 class FollowedFile {
   private offset = 0;
   private lastByte = NEWLINE;
+  /** Output that never reached the ring: skipped, or written just before the file was emptied. */
+  private droppedBytes = 0;
+  private emptied = 0;
 
   constructor(
     readonly name: StreamName,
@@ -74,36 +80,54 @@ class FollowedFile {
     this.ring.restore(tail.subarray(0, filled));
     this.offset = start + filled;
     if (filled > 0) this.lastByte = tail[filled - 1] as number;
-    this.truncateAtLimit();
+    if (this.offset >= this.limitBytes) this.empty();
   }
 
-  /** Reads what was written since the last read into the ring; empties the file at the limit. */
+  /**
+   * Reads what was written since the last read into the ring. At the limit only the newest
+   * output that fits the ring is read, the rest is skipped, and the file is emptied at once: one
+   * drain reads at most max(limitBytes, ring capacity) however fast the instance writes.
+   */
   drain(): void {
-    const behind = fstatSync(this.fd).size - this.offset;
-    if (behind > this.limitBytes) {
-      // A writer faster than the reads (which log every line): only the newest output is kept.
-      const skipped = behind - this.ring.capacity;
-      this.offset += skipped;
+    const size = fstatSync(this.fd).size;
+    if (size < this.limitBytes) {
+      this.readUpTo(size);
+      return;
+    }
+    const keepFrom = Math.max(this.offset, size - this.ring.capacity);
+    if (keepFrom > this.offset && this.droppedBytes === 0) {
       this.logger.warn(
-        { stream: this.name, skipped },
-        'output skipped, not logged: written too fast',
+        { stream: this.name },
+        'instance writes faster than its output is read: only the newest is kept',
       );
     }
-    this.readToEnd();
-    this.truncateAtLimit();
+    this.droppedBytes += keepFrom - this.offset;
+    this.offset = keepFrom;
+    this.readUpTo(size);
+    this.empty();
   }
 
-  /** Call after a last drain: hands out the unfinished last line. */
+  /** Call after a last drain: hands out the unfinished last line, reports what was dropped. */
   close(): void {
     this.ring.end();
     closeSync(this.fd);
+    if (this.emptied > 0) {
+      this.logger.info(
+        { stream: this.name, emptied: this.emptied, droppedBytes: this.droppedBytes },
+        'output file was emptied at its limit',
+      );
+    }
   }
 
-  /** At most limitBytes: a writer as fast as the reads must not hold the agent here. */
-  private readToEnd(): void {
-    const stopAt = this.offset + this.limitBytes;
-    while (this.offset < stopAt) {
-      const read = readSync(this.fd, readBuffer, 0, readBuffer.length, this.offset);
+  private readUpTo(end: number): void {
+    while (this.offset < end) {
+      const read = readSync(
+        this.fd,
+        readBuffer,
+        0,
+        Math.min(readBuffer.length, end - this.offset),
+        this.offset,
+      );
       if (read === 0) return;
       this.ring.write(readBuffer.subarray(0, read));
       this.offset += read;
@@ -111,21 +135,20 @@ class FollowedFile {
     }
   }
 
-  private truncateAtLimit(): void {
-    if (this.offset < this.limitBytes) return;
+  /** Empties the file and appends the marker line; the next drain reads it. */
+  private empty(): void {
     const dropped = fstatSync(this.fd).size;
     ftruncateSync(this.fd, 0);
+    // Written after the last read and before the truncation: lost.
+    this.droppedBytes += dropped - this.offset;
     // O_APPEND: after whatever the instance wrote since the truncation, never over it.
     writeSync(
       this.fd,
       `${this.lastByte === NEWLINE ? '' : '\n'}[hotmem: ${this.name} reached ${this.limitBytes} bytes; the ${dropped} bytes before this line were dropped from its file]\n`,
     );
-    this.logger.info(
-      { stream: this.name, dropped, unread: dropped - this.offset },
-      'output file emptied at its limit',
-    );
+    this.emptied += 1;
+    this.logger.debug({ stream: this.name, dropped }, 'output file emptied at its limit');
     this.offset = 0;
-    this.readToEnd();
   }
 }
 
@@ -134,6 +157,7 @@ export class OutputFiles {
   readonly stderr: OutputRing;
   private stopFollowing: () => void = () => {};
   private closed = false;
+  private drainScheduled = false;
 
   private constructor(
     readonly dir: string,
@@ -186,7 +210,7 @@ export class OutputFiles {
     }
   }
 
-  /** Reads what is left, logs unfinished last lines, stops following. The files stay. */
+  /** Reads what is left, hands out unfinished last lines, stops following. The files stay. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -209,8 +233,9 @@ export class OutputFiles {
         new FollowedFile(
           name,
           fds[index] as number,
-          new OutputRing(options.keptBytes ?? DEFAULT_OUTPUT_BYTES, (line) =>
-            logger.info({ stream: name }, line),
+          new OutputRing(
+            options.keptBytes ?? DEFAULT_OUTPUT_BYTES,
+            options.logLines ? (line) => logger.info({ stream: name }, line) : undefined,
           ),
           options.limitBytes ?? DEFAULT_OUTPUT_FILE_LIMIT_BYTES,
           logger,
@@ -230,7 +255,7 @@ export class OutputFiles {
   /** inotify on the directory: every write to either file wakes a drain of both. */
   private follow(): void {
     try {
-      const watcher = watch(this.dir, { persistent: false }, () => this.drain());
+      const watcher = watch(this.dir, { persistent: false }, () => this.scheduleDrain());
       watcher.on('error', (error) => {
         watcher.close();
         this.poll(error);
@@ -239,6 +264,16 @@ export class OutputFiles {
     } catch (error) {
       this.poll(error);
     }
+  }
+
+  /** A writer makes an inotify event per write: they are drained once per event loop turn. */
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    setImmediate(() => {
+      this.drainScheduled = false;
+      if (!this.closed) this.drain();
+    });
   }
 
   private poll(reason: unknown): void {
