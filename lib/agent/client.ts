@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AgentEvent, AgentHealth, MemorySummary, PartitionView } from './agent.js';
 import type { CreateInstanceRequest } from './schemas.js';
-import type { Endpoint } from './server.js';
+import type { Endpoint, SubscriberDropped } from './server.js';
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -65,9 +65,10 @@ export class AgentClient {
 
   /**
    * Subscribes to the event stream: resolves once the agent accepted the subscription, so no
-   * event after that point is missed. Leaving the loop closes the connection.
+   * event after that point is missed. Leaving the loop closes the connection. A reader that
+   * falls behind gets a last SubscriberDropped record, then the stream ends.
    */
-  async events(): Promise<AsyncGenerator<AgentEvent>> {
+  async events(): Promise<AsyncGenerator<AgentEvent | SubscriberDropped>> {
     const response = await this.send('GET', '/v1/events', undefined, false);
     if (response.statusCode !== 200) {
       throw new AgentRequestError(response.statusCode ?? 0, 'UNKNOWN', await readAll(response));
@@ -111,13 +112,15 @@ async function readAll(stream: http.IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function* ndjson(response: http.IncomingMessage): AsyncGenerator<AgentEvent> {
+async function* ndjson(
+  response: http.IncomingMessage,
+): AsyncGenerator<AgentEvent | SubscriberDropped> {
   let pending = '';
   try {
     for await (const chunk of response) {
       const lines = (pending + (chunk as Buffer).toString('utf8')).split('\n');
       pending = lines.pop() ?? '';
-      for (const line of lines) if (line) yield JSON.parse(line) as AgentEvent;
+      for (const line of lines) if (line) yield JSON.parse(line) as AgentEvent | SubscriberDropped;
     }
   } finally {
     response.destroy();

@@ -16,6 +16,13 @@ import { createInstanceSchema, LIMITS, parseRequest, stopInstanceSchema } from '
 
 export const DEFAULT_SOCKET_PATH = '/run/hotmem/agent.sock';
 
+/** The last record of an event stream the agent ended because its reader fell behind. */
+export interface SubscriberDropped {
+  type: 'subscriber-dropped';
+  time: string;
+  reason: string;
+}
+
 export type Endpoint = { socketPath: string } | { host: string; port: number; token: string };
 
 /** What one client may cost the agent (documented in docs/agent-api.md). */
@@ -362,7 +369,11 @@ export class AgentServer {
       unsubscribe();
       const reason = `fell behind by more than ${this.limits.eventBacklogBytes} bytes`;
       this.logger.warn({ unsent: response.writableLength }, `event subscriber dropped: ${reason}`);
-      const last = { type: 'subscriber-dropped', time: new Date().toISOString(), reason };
+      const last: SubscriberDropped = {
+        type: 'subscriber-dropped',
+        time: new Date().toISOString(),
+        reason,
+      };
       response.end(`${JSON.stringify(last)}\n`);
       // One that reads again soon gets the rest and that record; one that never does is cut off.
       setTimeout(() => response.destroy(), DROPPED_SUBSCRIBER_LINGER_MS).unref();
