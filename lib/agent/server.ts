@@ -47,6 +47,9 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   eventBacklogBytes: 1024 * 1024,
 };
 
+/** While connections are refused over the cap, at most one warning per this interval. */
+const REFUSAL_WARNING_INTERVAL_MS = 10_000;
+
 /** How long a dropped event subscriber has to read its backlog before the connection is cut. */
 const DROPPED_SUBSCRIBER_LINGER_MS = 5_000;
 
@@ -76,6 +79,9 @@ export class AgentServer {
   private readonly routes: Route[];
   private readonly streams = new Set<http.ServerResponse>();
   private readonly limits: ServerLimits;
+  /** Connections refused over the cap since the last warning, while warnings are held back. */
+  private refusedConnections = 0;
+  private refusalWarningsHeld = false;
 
   private constructor(options: AgentServerOptions) {
     this.agent = options.agent;
@@ -95,12 +101,7 @@ export class AgentServer {
       },
     );
     this.server.maxConnections = this.limits.maxConnections;
-    this.server.on('drop', (connection) => {
-      this.logger.warn(
-        { limit: this.limits.maxConnections, from: connection?.remoteAddress },
-        'connection refused: too many connections',
-      );
-    });
+    this.server.on('drop', () => this.onConnectionRefused());
     // With this listener Node leaves `Expect: 100-continue` to readJson(), which sends the 100
     // only once the request is authorized and routed: no body is asked for that goes unread.
     this.server.on('checkContinue', (request, response) => {
@@ -319,6 +320,30 @@ export class AgentServer {
         'request',
       );
     }
+  }
+
+  /**
+   * A flood of connections must not become a flood of log lines: the first refusal is logged,
+   * the ones in the next REFUSAL_WARNING_INTERVAL_MS are counted and logged as one.
+   */
+  private onConnectionRefused(): void {
+    const limit = this.limits.maxConnections;
+    if (this.refusalWarningsHeld) {
+      this.refusedConnections += 1;
+      return;
+    }
+    this.logger.warn({ limit }, 'connection refused: too many connections');
+    this.refusalWarningsHeld = true;
+    setTimeout(() => {
+      if (this.refusedConnections > 0) {
+        this.logger.warn(
+          { limit, refused: this.refusedConnections, seconds: REFUSAL_WARNING_INTERVAL_MS / 1000 },
+          'more connections refused: too many connections',
+        );
+      }
+      this.refusedConnections = 0;
+      this.refusalWarningsHeld = false;
+    }, REFUSAL_WARNING_INTERVAL_MS).unref();
   }
 
   /**

@@ -133,3 +133,19 @@ describe('shutdown', () => {
     );
   });
 });
+
+describe('connection floods', () => {
+  it('warns about refused connections without a log line for each', async () => {
+    const { logger, records } = capturingLogger();
+    harness = await startHarness({ logger, limits: { maxConnections: 1 } });
+    const held = await connect(harness.socketPath);
+    const refused = await Promise.all(
+      Array.from({ length: 50 }, () => exchange(harness?.socketPath as string, '', 2_000)),
+    );
+    expect(refused.every((answer) => answer.closed)).toBe(true);
+    held.destroy();
+    const warnings = records.filter((record) => record.level === 40);
+    expect(warnings.length).toBeGreaterThan(0);
+    expect(warnings.length).toBeLessThanOrEqual(2);
+  });
+});

@@ -145,7 +145,7 @@ export interface RawAnswer {
   body: string;
   /** Everything received, interim answers included. */
   raw: string;
-  /** The server closed the connection before waitMs passed. */
+  /** The server closed or reset the connection before waitMs passed. */
   closed: boolean;
 }
 
@@ -164,10 +164,11 @@ export function exchange(
     let closed = false;
     const timer = setTimeout(() => socket.destroy(), waitMs);
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('error', () => {});
-    socket.on('end', () => {
+    const ended = () => {
       closed = true;
-    });
+    };
+    socket.on('error', ended);
+    socket.on('end', ended);
     socket.on('close', () => {
       clearTimeout(timer);
       resolve(parseAnswer(Buffer.concat(chunks).toString('latin1'), closed));
