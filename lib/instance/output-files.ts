@@ -11,7 +11,7 @@
  * that fits the ring, empties the file and appends a marker line. What it skipped and what was
  * written in the instant between that read and the truncation is dropped and counted (appends by
  * the instance cannot be paused). The file is checked once per event loop turn while the
- * instance writes, so it exceeds the limit by at most what the instance writes in one turn. While
+ * instance writes, so it exceeds the limit by what the instance writes between two looks. While
  * no agent runs nothing is truncated; the next agent does it as it adopts the instance.
  */
 import {
@@ -57,6 +57,7 @@ class FollowedFile {
   /** Output that never reached the ring: skipped, or written just before the file was emptied. */
   private droppedBytes = 0;
   private emptied = 0;
+  private skippedBefore = false;
 
   constructor(
     readonly name: StreamName,
@@ -95,7 +96,8 @@ class FollowedFile {
       return;
     }
     const keepFrom = Math.max(this.offset, size - this.ring.capacity);
-    if (keepFrom > this.offset && this.droppedBytes === 0) {
+    if (keepFrom > this.offset && !this.skippedBefore) {
+      this.skippedBefore = true;
       this.logger.warn(
         { stream: this.name },
         'instance writes faster than its output is read: only the newest is kept',

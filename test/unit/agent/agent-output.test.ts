@@ -63,7 +63,18 @@ it('keeps the agent log small while an instance floods its output', async () => 
   await instance.exited;
   log.flush();
   const logged = (await stat(logFile)).size;
-  expect(logged, (await readFile(logFile, 'utf8')).slice(0, 2000)).toBeLessThan(64 * 1024);
+  const text = await readFile(logFile, 'utf8');
+  expect(logged, text.slice(0, 2000)).toBeLessThan(64 * 1024);
+  // What was dropped is said once as it starts, and counted when the instance ends.
+  const records = text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { msg: string; stream?: string; droppedBytes?: number });
+  expect(records.filter((record) => record.msg.startsWith('instance writes faster'))).toEqual([
+    expect.objectContaining({ stream: 'stdout', level: 40 }),
+  ]);
+  const emptied = records.find((record) => record.msg === 'output file was emptied at its limit');
+  expect(emptied?.droppedBytes).toBeGreaterThan(0);
   const tail = instance.stdout?.toString() ?? '';
   expect(tail.length).toBeGreaterThan(0);
   // The newest output, starting anywhere in a line, with the markers of each emptying.
