@@ -65,5 +65,5 @@ export {
   type VmCounters,
   type VmInfo,
   type VmmPing,
-} from './vmm/cloud-hypervisor.js';
-export { QmpClient, QmpCommandError, QmpConnectionError, VirtioMemDevice } from './vmm/qemu.js';
+} from './host/vmm/cloud-hypervisor.js';
+export { QmpClient, QmpCommandError, QmpConnectionError, VirtioMemDevice } from './host/vmm/qemu.js';

@@ -5,7 +5,7 @@ import { accessSync, constants, createWriteStream, mkdtempSync, rmSync } from 'n
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QmpClient, VirtioMemDevice } from '../../lib/vmm/qemu.js';
+import { QmpClient, VirtioMemDevice } from '../../lib/host/vmm/qemu.js';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;

@@ -9,7 +9,7 @@ import {
   CloudHypervisorApiError,
   CloudHypervisorClient,
   CloudHypervisorTimeoutError,
-} from '../../../lib/vmm/cloud-hypervisor.js';
+} from '../../../lib/host/vmm/cloud-hypervisor.js';
 
 interface RecordedRequest {
   method: string;

@@ -11,7 +11,7 @@ import {
   QmpCommandError,
   QmpConnectionError,
   VirtioMemDevice,
-} from '../../../lib/vmm/qemu.js';
+} from '../../../lib/host/vmm/qemu.js';
 
 const MiB = 1024 * 1024;
 
