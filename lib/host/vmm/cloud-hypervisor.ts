@@ -5,14 +5,13 @@
  * virtio-mem device. Resizes are asynchronous on the VMM side (204 once the request is queued),
  * so completion must be observed in the guest; see docs and vmm-and-virtio-mem.md.
  */
-import http from 'node:http';
 import { z } from 'zod';
+import { unixHttpRequest } from './unix-http.js';
 
 const API_PREFIX = '/api/v1/';
 const DEFAULT_TIMEOUT_MS = 5_000;
 /** Error bodies are text; keep enough to be useful in a message, not a whole page. */
 const MAX_ERROR_BODY_CHARS = 4_096;
-const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 const vmmPingSchema = z.object({
   version: z.string(),
@@ -199,59 +198,24 @@ export class CloudHypervisorClient {
     return result.data;
   }
 
-  private request(
+  private async request(
     method: 'GET' | 'PUT',
     endpoint: string,
     payload?: unknown,
   ): Promise<{ status: number; body: string }> {
     const path = API_PREFIX + endpoint;
-    const data = payload === undefined ? undefined : Buffer.from(JSON.stringify(payload));
-    return new Promise((resolve, reject) => {
-      const request = http.request({
-        socketPath: this.socketPath,
-        method,
-        path,
-        headers: {
-          host: 'localhost',
-          accept: 'application/json',
-          ...(data && { 'content-type': 'application/json', 'content-length': data.length }),
-        },
-      });
-      const timer = setTimeout(() => {
-        request.destroy(new CloudHypervisorTimeoutError(method, path, this.timeoutMs));
-      }, this.timeoutMs);
-      const settle = (error: Error | undefined, value?: { status: number; body: string }) => {
-        clearTimeout(timer);
-        if (error) reject(error);
-        else if (value) resolve(value);
-      };
-      request.on('error', (error) => settle(error));
-      request.on('response', (response) => {
-        const chunks: Buffer[] = [];
-        let received = 0;
-        response.on('data', (chunk: Buffer) => {
-          received += chunk.length;
-          if (received > MAX_RESPONSE_BYTES) {
-            request.destroy(
-              new Error(`${method} ${path}: response larger than ${MAX_RESPONSE_BYTES} bytes`),
-            );
-            return;
-          }
-          chunks.push(chunk);
-        });
-        response.on('error', (error) => settle(error));
-        response.on('end', () => {
-          const status = response.statusCode ?? 0;
-          const body = Buffer.concat(chunks).toString('utf8');
-          if (status < 200 || status > 299) {
-            settle(new CloudHypervisorApiError(method, path, status, body));
-          } else {
-            settle(undefined, { status, body });
-          }
-        });
-      });
-      request.end(data);
+    const response = await unixHttpRequest({
+      socketPath: this.socketPath,
+      method,
+      path,
+      payload,
+      timeoutMs: this.timeoutMs,
+      timeoutError: () => new CloudHypervisorTimeoutError(method, path, this.timeoutMs),
     });
+    if (response.status < 200 || response.status > 299) {
+      throw new CloudHypervisorApiError(method, path, response.status, response.body);
+    }
+    return response;
   }
 }
 
