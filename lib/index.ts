@@ -22,6 +22,26 @@ export { launcherPath } from './binding.js';
 export { type CgroupLimits, CgroupTree, InstanceCgroup } from './cgroup.js';
 export { HotMemError, type HotMemErrorCode, isErrnoError } from './errors.js';
 export {
+  CloudHypervisorApiError,
+  CloudHypervisorClient,
+  CloudHypervisorTimeoutError,
+  type VmCounters,
+  type VmInfo,
+  type VmmPing,
+} from './host/vmm/cloud-hypervisor.js';
+export {
+  HOTPLUG_MEMORY_ERRORS,
+  type HotplugMemory,
+  HotplugMemoryError,
+  type HotplugMemoryErrorCode,
+} from './host/vmm/hotplug-memory.js';
+export {
+  QmpClient,
+  QmpCommandError,
+  QmpConnectionError,
+  VirtioMemDevice,
+} from './host/vmm/qemu.js';
+export {
   HotMemDevice,
   type HotMemEvent,
   type HotMemEventType,
@@ -58,12 +78,3 @@ export {
   reapOrphans,
   setChildSubreaper,
 } from './process.js';
-export {
-  CloudHypervisorApiError,
-  CloudHypervisorClient,
-  CloudHypervisorTimeoutError,
-  type VmCounters,
-  type VmInfo,
-  type VmmPing,
-} from './host/vmm/cloud-hypervisor.js';
-export { QmpClient, QmpCommandError, QmpConnectionError, VirtioMemDevice } from './host/vmm/qemu.js';

@@ -3,6 +3,7 @@
 // virtio-mem-pci device that plugs and unplugs guest memory.
 import { EventEmitter, once } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import { type HotplugMemory, HotplugMemoryError } from './hotplug-memory.js';
 
 export interface QmpEvent {
   event: string;
@@ -196,8 +197,19 @@ function sizeChangeOf(e: QmpEvent, deviceId: string): number | undefined {
   return matches ? size : undefined;
 }
 
-/** Plug and unplug through one virtio-mem-pci device (`-device virtio-mem-pci,id=...`). */
-export class VirtioMemDevice {
+/**
+ * QEMU's refusal of a requested size above the memory backend (hw/virtio/virtio-mem.c,
+ * virtio_mem_set_requested_size, 7.2): "'requested-size' cannot exceed the memory backend size".
+ * QMP gives it only the GenericError class, so the text is all there is to tell it apart.
+ */
+const ABOVE_BACKEND_SIZE = /cannot exceed the memory backend size/;
+
+/**
+ * Plug and unplug through one virtio-mem-pci device (`-device virtio-mem-pci,id=...`). QEMU
+ * stores a requested size whether or not the guest driver is up, and accepts the size it already
+ * requests, so ERR_DEVICE_NOT_ACTIVE and ERR_SAME_SIZE never come from here.
+ */
+export class VirtioMemDevice implements HotplugMemory {
   private readonly path: string;
   /** QEMU fixes a virtio-mem device's block size when it creates it: read it once. */
   private blockSizeRead: Promise<number> | undefined;
@@ -251,18 +263,31 @@ export class VirtioMemDevice {
   private async checkRequestedSize(bytes: number): Promise<void> {
     const block = await this.blockSize();
     if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes % block !== 0) {
-      throw new RangeError(
+      throw new HotplugMemoryError(
+        'ERR_NOT_BLOCK_MULTIPLE',
         `requested size ${bytes} must be a non-negative multiple of the block size ${block}`,
+        { requestedBytes: bytes },
       );
     }
   }
 
   private async request(bytes: number): Promise<void> {
-    await this.qmp.execute('qom-set', {
-      path: this.path,
-      property: 'requested-size',
-      value: bytes,
-    });
+    try {
+      await this.qmp.execute('qom-set', {
+        path: this.path,
+        property: 'requested-size',
+        value: bytes,
+      });
+    } catch (err) {
+      if (err instanceof QmpCommandError && ABOVE_BACKEND_SIZE.test(err.desc)) {
+        throw new HotplugMemoryError(
+          'ERR_ABOVE_REGION',
+          `virtio-mem '${this.id}': requested size ${bytes} is larger than the region: ${err.desc}`,
+          { requestedBytes: bytes, cause: err },
+        );
+      }
+      throw err;
+    }
   }
 
   /**
@@ -288,8 +313,10 @@ export class VirtioMemDevice {
       while (last !== bytes && seenAt === undefined) {
         const left = deadline - performance.now();
         if (left <= 0) {
-          throw new Error(
+          throw new HotplugMemoryError(
+            'ERR_RESIZE_TIMEOUT',
             `virtio-mem '${this.id}': plugged size is ${last} bytes, not ${bytes}, after ${opts.timeoutMs} ms`,
+            { requestedBytes: bytes, lastSize: last },
           );
         }
         await new Promise<void>((resolve) => {

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type HotplugMemory, HotplugMemoryError } from '../../../lib/host/vmm/hotplug-memory.js';
 import {
   QmpClient,
   QmpCommandError,
@@ -98,19 +99,38 @@ describe('QmpClient against qemu-system-x86_64', () => {
 
   it('refuses a requested size that is not a multiple of the block size, without sending it', async () => {
     const dev = new VirtioMemDevice(qmp, 'vm0');
-    await expect(dev.setRequestedSize(3 * MiB)).rejects.toThrow(
-      /multiple of the block size 2097152/,
-    );
+    const error = await dev.setRequestedSize(3 * MiB).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HotplugMemoryError);
+    expect(error).toMatchObject({ code: 'ERR_NOT_BLOCK_MULTIPLE', requestedBytes: 3 * MiB });
+    expect((error as Error).message).toMatch(/multiple of the block size 2097152/);
+    await expect(dev.resize(-2 * MiB, { timeoutMs: 100 })).rejects.toMatchObject({
+      code: 'ERR_NOT_BLOCK_MULTIPLE',
+    });
     expect(await dev.requestedSize()).toBe(0);
+  });
+
+  it('maps QEMU refusing a size above the region to ERR_ABOVE_REGION', async () => {
+    const memory: HotplugMemory = new VirtioMemDevice(qmp, 'vm0');
+    const error = await memory.resize(1026 * MiB, { timeoutMs: 100 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HotplugMemoryError);
+    expect(error).toMatchObject({ code: 'ERR_ABOVE_REGION', requestedBytes: 1026 * MiB });
+    expect((error as HotplugMemoryError).cause).toBeInstanceOf(QmpCommandError);
+    expect(await memory.requestedSize()).toBe(0);
   });
 
   it('gives up waiting for a size the guest never reaches, saying what it saw', async () => {
     // The vCPUs never run, so nothing is plugged however long we wait.
     const dev = new VirtioMemDevice(qmp, 'vm0');
     await dev.setRequestedSize(64 * MiB);
-    await expect(dev.waitForSize(64 * MiB, { timeoutMs: 300 })).rejects.toThrow(
-      /plugged size is 0 bytes, not 67108864, after 300 ms/,
-    );
+    const error = await dev.waitForSize(64 * MiB, { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(HotplugMemoryError);
+    expect(error).toMatchObject({ code: 'ERR_RESIZE_TIMEOUT', lastSize: 0 });
+    expect((error as Error).message).toMatch(/plugged size is 0 bytes, not 67108864, after 300 ms/);
+    await expect(dev.resize(32 * MiB, { timeoutMs: 200 })).rejects.toMatchObject({
+      code: 'ERR_RESIZE_TIMEOUT',
+      requestedBytes: 32 * MiB,
+      lastSize: 0,
+    });
     await dev.setRequestedSize(0);
   });
 

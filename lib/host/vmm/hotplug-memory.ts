@@ -1,0 +1,53 @@
+/**
+ * The VM's hot-pluggable memory as the host sees it: one virtio-mem device, whatever the VMM.
+ * A controller asks for a plugged size and learns when the guest got there; each VMM driver
+ * (qemu.ts, cloud-hypervisor.ts, firecracker.ts) implements this over its own API. All sizes are
+ * bytes. docs/vmm.md describes the drivers and documents every error code below.
+ */
+
+export interface HotplugMemory {
+  /** The device's block size: every requested size is a multiple of it. */
+  blockSize(): Promise<number>;
+  /** The device's whole region: the most that can be plugged. */
+  regionSize(): Promise<number>;
+  /** The size last requested of the guest. */
+  requestedSize(): Promise<number>;
+  /** The size the guest has plugged, as the VMM reports it. */
+  size(): Promise<number>;
+  /**
+   * Requests `bytes` plugged and resolves, with the milliseconds from the request until then,
+   * once the VMM reports that size plugged; rejects with a HotplugMemoryError otherwise.
+   */
+  resize(bytes: number, opts: { timeoutMs: number }): Promise<number>;
+}
+
+/** Why a resize failed; the same code whichever VMM refused it. */
+export const HOTPLUG_MEMORY_ERRORS = {
+  ERR_NOT_BLOCK_MULTIPLE: 'the size is not a non-negative multiple of the block size',
+  ERR_ABOVE_REGION: 'the size is larger than the hot-pluggable region',
+  ERR_DEVICE_NOT_ACTIVE: 'the VM is not running, or its guest driver has not set the device up',
+  ERR_SAME_SIZE: 'the VMM refuses to request the size it already requests (Cloud Hypervisor)',
+  ERR_RESIZE_TIMEOUT: 'the plugged size did not reach the requested size in time',
+} as const satisfies Record<string, string>;
+
+export type HotplugMemoryErrorCode = keyof typeof HOTPLUG_MEMORY_ERRORS;
+
+export class HotplugMemoryError extends Error {
+  readonly code: HotplugMemoryErrorCode;
+  /** The size resize() was asked for. */
+  readonly requestedBytes: number;
+  /** ERR_RESIZE_TIMEOUT: the plugged size last read from the VMM. */
+  readonly lastSize: number | undefined;
+
+  constructor(
+    code: HotplugMemoryErrorCode,
+    message: string,
+    details: { requestedBytes: number; lastSize?: number; cause?: unknown },
+  ) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'HotplugMemoryError';
+    this.code = code;
+    this.requestedBytes = details.requestedBytes;
+    this.lastSize = details.lastSize;
+  }
+}
