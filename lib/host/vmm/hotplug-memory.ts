@@ -51,3 +51,34 @@ export class HotplugMemoryError extends Error {
     this.lastSize = details.lastSize;
   }
 }
+/**
+ * Reads the plugged size until it equals `bytes`; resolves with the moment (performance.now())
+ * it was first seen there. Reads come a tenth of the time waited so far apart (at least 1 ms, at
+ * most pollMs), so a quick resize is timed closely and a slow one costs the VMM few requests.
+ */
+export async function waitForPluggedSize(
+  readSize: () => Promise<number>,
+  bytes: number,
+  opts: { timeoutMs: number; pollMs?: number; device: string },
+): Promise<number> {
+  const start = performance.now();
+  const deadline = start + opts.timeoutMs;
+  const pollMs = opts.pollMs ?? 10;
+  let last = await readSize();
+  while (last !== bytes) {
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      throw new HotplugMemoryError(
+        'ERR_RESIZE_TIMEOUT',
+        `${opts.device}: plugged size is ${last} bytes, not ${bytes}, after ${opts.timeoutMs} ms`,
+        { requestedBytes: bytes, lastSize: last },
+      );
+    }
+    const waited = performance.now() - start;
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.min(Math.max(1, waited / 10), pollMs, left)),
+    );
+    last = await readSize();
+  }
+  return performance.now();
+}
