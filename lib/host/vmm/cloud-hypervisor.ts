@@ -36,7 +36,8 @@ const vmInfoSchema = z.object({
         size: z.number().int(),
         hotplug_size: z.number().int().optional(),
         hotplugged_size: z.number().int().optional(),
-        hotplug_method: z.string().optional(),
+        // A plain serde enum (vm_config.rs HotplugMethod, v53.0), not the CLI's "virtio-mem".
+        hotplug_method: z.enum(['Acpi', 'VirtioMem']).optional(),
         zones: z.array(memoryZoneSchema).optional(),
       })
       .optional(),
@@ -69,7 +70,7 @@ export interface VmInfo {
     size: number;
     hotplugSize?: number;
     hotpluggedSize?: number;
-    hotplugMethod?: string;
+    hotplugMethod?: 'Acpi' | 'VirtioMem';
     zones: MemoryZone[];
   };
 }

@@ -162,6 +162,18 @@ describe('CloudHypervisorClient', () => {
     );
   });
 
+  it('rejects a hotplug_method in the CLI spelling, which the JSON API never uses', async () => {
+    // vm_config.rs HotplugMethod is a plain serde enum (v53.0): "Acpi" | "VirtioMem".
+    reply = (_request, response) =>
+      json(response, 200, {
+        state: 'Running',
+        config: { memory: { size: 2 ** 30, hotplug_method: 'virtio-mem' } },
+      });
+    await expect(new CloudHypervisorClient({ socketPath }).info()).rejects.toThrow(
+      /config\.memory\.hotplug_method: /,
+    );
+  });
+
   it('times out when the VMM does not answer', async () => {
     reply = () => {}; // never answers
     const client = new CloudHypervisorClient({ socketPath, timeoutMs: 100 });
