@@ -24,6 +24,7 @@ export { HotMemError, type HotMemErrorCode, isErrnoError } from './errors.js';
 export {
   CloudHypervisorApiError,
   CloudHypervisorClient,
+  CloudHypervisorHotplugMemory,
   CloudHypervisorTimeoutError,
   type VmCounters,
   type VmInfo,

@@ -1,11 +1,14 @@
 /**
- * Cloud Hypervisor REST client over its API unix socket (`--api-socket`).
+ * Cloud Hypervisor REST client over its API unix socket (`--api-socket`), and its virtio-mem
+ * device as a HotplugMemory.
  *
  * Only the calls HotMem needs: ping, VM info, counters, and the two resize calls that drive the
- * virtio-mem device. Resizes are asynchronous on the VMM side (204 once the request is queued),
- * so completion must be observed in the guest; see docs and vmm-and-virtio-mem.md.
+ * virtio-mem device. Resizes are asynchronous on the VMM side (204 once the request is queued);
+ * from v52 vm.info shows what the guest plugged, before that completion must be observed in the
+ * guest (docs/vmm.md).
  */
 import { z } from 'zod';
+import { type HotplugMemory, HotplugMemoryError, waitForPluggedSize } from './hotplug-memory.js';
 import { unixHttpRequest } from './unix-http.js';
 
 const API_PREFIX = '/api/v1/';
@@ -41,6 +44,7 @@ const vmInfoSchema = z.object({
         zones: z.array(memoryZoneSchema).optional(),
       })
       .optional(),
+    balloon: z.object({ size: z.number().int() }).optional(),
   }),
 });
 
@@ -73,6 +77,8 @@ export interface VmInfo {
     hotplugMethod?: 'Acpi' | 'VirtioMem';
     zones: MemoryZone[];
   };
+  /** The balloon's configured size; memory_actual_size counts it out. */
+  balloonSize?: number;
 }
 
 /** Device id -> counter name -> value, as the VMM reports them. */
@@ -157,6 +163,7 @@ export class CloudHypervisorClient {
           })),
         },
       }),
+      ...(info.config.balloon && { balloonSize: info.config.balloon.size }),
     };
   }
 
@@ -226,4 +233,192 @@ function byteCountOrThrow(name: string, value: number): void {
       `${name}: expected a positive integer number of bytes, got ${String(value)}`,
     );
   }
+}
+
+/** virtio-devices/src/mem.rs VIRTIO_MEM_DEFAULT_BLOCK_SIZE (v38.0 to v53.0): fixed, not configurable. */
+const VIRTIO_MEM_BLOCK_SIZE = 2 * 1024 * 1024;
+/** v52 made vm.info's memory_actual_size count what the guest plugged, not what was requested. */
+const FIRST_VERSION_REPORTING_PLUGGED = 52;
+
+/**
+ * Cloud Hypervisor's refusals of a resize (virtio-devices/src/mem.rs VirtioMemConfig::resize, the
+ * same words from v38.0 to v53.0), found in the 500 body: the JSON array of the whole error chain
+ * since v51 (api/http/mod.rs error_response), so in every version this driver accepts.
+ */
+const SAME_SIZE = /and requested_size are identical/;
+const ABOVE_REGION = /is bigger than region_size/;
+const OFF_BLOCK_GRID = /is not aligned on block_size/;
+
+interface HotplugState {
+  state: VmState;
+  /** The RAM that resize requests count from: the VM's boot RAM, or the zone's. */
+  base: number;
+  /** Boot RAM of the whole VM, which memory_actual_size counts on top of. */
+  bootRam: number;
+  region: number;
+  requested: number;
+  memoryActualSize: number | undefined;
+  balloonSize: number;
+  /** Another zone's device also plugs memory, so memory_actual_size cannot be split. */
+  sharedActualSize: boolean;
+}
+
+/**
+ * The virtio-mem device of a Cloud Hypervisor VM (`hotplug_method=virtio-mem`): the default
+ * memory's, or that of the memory zone `zoneId` when the VM is built from zones. Resizes go through
+ * vm.resize (desired_ram = boot RAM + request) or vm.resize-zone (zone size + request); the
+ * plugged size is vm.info's memory_actual_size less boot RAM, which needs Cloud Hypervisor v52+.
+ * Resizing to the size already requested is refused by Cloud Hypervisor: ERR_SAME_SIZE.
+ */
+export class CloudHypervisorHotplugMemory implements HotplugMemory {
+  private versionChecked: Promise<void> | undefined;
+
+  constructor(
+    private readonly client: CloudHypervisorClient,
+    private readonly zoneId?: string,
+  ) {}
+
+  async blockSize(): Promise<number> {
+    return VIRTIO_MEM_BLOCK_SIZE;
+  }
+
+  async regionSize(): Promise<number> {
+    return (await this.state()).region;
+  }
+
+  async requestedSize(): Promise<number> {
+    return (await this.state()).requested;
+  }
+
+  async size(): Promise<number> {
+    await this.checkVersion();
+    const s = await this.state();
+    if (s.memoryActualSize === undefined) {
+      throw new Error('Cloud Hypervisor vm.info has no memory_actual_size');
+    }
+    if (s.balloonSize > 0 || s.sharedActualSize) {
+      throw new Error(
+        'Cloud Hypervisor memory_actual_size also counts ' +
+          (s.balloonSize > 0 ? 'the balloon' : "other zones' virtio-mem devices") +
+          ': the plugged size of one device cannot be read from it',
+      );
+    }
+    return s.memoryActualSize - s.bootRam;
+  }
+
+  /** PUTs the new size, then polls vm.info until the plugged size reaches it. */
+  async resize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new HotplugMemoryError(
+        'ERR_NOT_BLOCK_MULTIPLE',
+        `requested size ${bytes} must be a non-negative multiple of the block size ${VIRTIO_MEM_BLOCK_SIZE}`,
+        { requestedBytes: bytes },
+      );
+    }
+    // Before anything changes: on an old version the wait below could never be trusted.
+    await this.checkVersion();
+    let start: number;
+    try {
+      const { state, base } = await this.state();
+      if (state === 'Created') {
+        // lib.rs vm_resize: before boot Cloud Hypervisor takes desired_ram as the new boot RAM.
+        throw new HotplugMemoryError(
+          'ERR_DEVICE_NOT_ACTIVE',
+          'Cloud Hypervisor VM is not booted: a resize now would change its boot RAM instead',
+          { requestedBytes: bytes },
+        );
+      }
+      start = performance.now();
+      if (this.zoneId === undefined) await this.client.resize({ desiredRam: base + bytes });
+      else await this.client.resizeZone({ id: this.zoneId, desiredRam: base + bytes });
+    } catch (err) {
+      throw refusal(bytes, err);
+    }
+    const done = await waitForPluggedSize(() => this.size(), bytes, {
+      ...opts,
+      device: `Cloud Hypervisor virtio-mem${this.zoneId === undefined ? '' : ` '${this.zoneId}'`}`,
+    });
+    return done - start;
+  }
+
+  private checkVersion(): Promise<void> {
+    this.versionChecked ??= this.client.ping().then(
+      ({ version }) => {
+        const major = Number(/^v?(\d+)\./.exec(version)?.[1]);
+        if (!(major >= FIRST_VERSION_REPORTING_PLUGGED)) {
+          throw new Error(
+            `Cloud Hypervisor ${version}: before v${FIRST_VERSION_REPORTING_PLUGGED} vm.info reports ` +
+              'the requested size as memory_actual_size, so the plugged size must be read in the guest',
+          );
+        }
+      },
+      (err: unknown) => {
+        this.versionChecked = undefined;
+        throw err;
+      },
+    );
+    return this.versionChecked;
+  }
+
+  private async state(): Promise<HotplugState> {
+    const info = await this.client.info();
+    const memory = info.memory;
+    if (memory?.hotplugMethod !== 'VirtioMem') {
+      throw new Error(
+        `Cloud Hypervisor VM hotplugs memory with ${memory?.hotplugMethod ?? 'Acpi'}, not VirtioMem`,
+      );
+    }
+    const bootRam = memory.size + memory.zones.reduce((sum, zone) => sum + zone.size, 0);
+    const common = {
+      state: info.state,
+      bootRam,
+      memoryActualSize: info.memoryActualSize,
+      balloonSize: info.balloonSize ?? 0,
+    };
+    if (this.zoneId === undefined) {
+      if (memory.zones.length > 0) {
+        throw new Error('Cloud Hypervisor VM is built from memory zones: name the zone to resize');
+      }
+      return {
+        ...common,
+        base: memory.size,
+        region: memory.hotplugSize ?? 0,
+        requested: memory.hotpluggedSize ?? 0,
+        sharedActualSize: false,
+      };
+    }
+    const zone = memory.zones.find((z) => z.id === this.zoneId);
+    if (!zone) throw new Error(`Cloud Hypervisor VM has no memory zone '${this.zoneId}'`);
+    return {
+      ...common,
+      base: zone.size,
+      region: zone.hotplugSize ?? 0,
+      requested: zone.hotpluggedSize ?? 0,
+      sharedActualSize: memory.zones.some((z) => z !== zone && (z.hotplugSize ?? 0) > 0),
+    };
+  }
+}
+
+/** Maps a refused resize to the HotplugMemoryError naming why; other failures pass through. */
+function refusal(bytes: number, err: unknown): unknown {
+  if (!(err instanceof CloudHypervisorApiError)) return err;
+  const [code, why] =
+    err.status === 404
+      ? (['ERR_DEVICE_NOT_ACTIVE', 'the VM is not created'] as const)
+      : SAME_SIZE.test(err.body)
+        ? (['ERR_SAME_SIZE', 'it is the size already requested'] as const)
+        : ABOVE_REGION.test(err.body)
+          ? (['ERR_ABOVE_REGION', 'it is larger than the region'] as const)
+          : OFF_BLOCK_GRID.test(err.body)
+            ? ([
+                'ERR_NOT_BLOCK_MULTIPLE',
+                `it is not a multiple of ${VIRTIO_MEM_BLOCK_SIZE}`,
+              ] as const)
+            : [undefined, undefined];
+  if (code === undefined) return err;
+  return new HotplugMemoryError(
+    code,
+    `Cloud Hypervisor refused ${bytes} bytes: ${why}: ${err.message}`,
+    { requestedBytes: bytes, cause: err },
+  );
 }

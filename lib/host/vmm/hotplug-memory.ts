@@ -51,6 +51,7 @@ export class HotplugMemoryError extends Error {
     this.lastSize = details.lastSize;
   }
 }
+
 /**
  * Reads the plugged size until it equals `bytes`; resolves with the moment (performance.now())
  * it was first seen there. Reads come a tenth of the time waited so far apart (at least 1 ms, at
