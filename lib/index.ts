@@ -31,6 +31,14 @@ export {
   type VmmPing,
 } from './host/vmm/cloud-hypervisor.js';
 export {
+  FirecrackerApiError,
+  FirecrackerClient,
+  FirecrackerHotplugMemory,
+  FirecrackerTimeoutError,
+  type MemoryHotplugConfig,
+  type MemoryHotplugStatus,
+} from './host/vmm/firecracker.js';
+export {
   HOTPLUG_MEMORY_ERRORS,
   type HotplugMemory,
   HotplugMemoryError,
