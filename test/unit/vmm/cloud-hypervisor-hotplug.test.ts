@@ -147,6 +147,26 @@ describe('CloudHypervisorHotplugMemory', () => {
     );
   });
 
+  it('refuses to read a plugged size that memory_actual_size mixes with other memory', async () => {
+    await put('vm.create', { memory: virtioMem, balloon: { size: 256 * MiB } });
+    await put('vm.boot');
+    await expect(new CloudHypervisorHotplugMemory(client).size()).rejects.toThrow(
+      /also counts the balloon/,
+    );
+    await ch.close();
+    await startFake();
+    const twoZones = {
+      size: 0,
+      hotplug_method: 'VirtioMem',
+      zones: [
+        { id: 'a', size: GiB, hotplug_size: GiB },
+        { id: 'b', size: GiB, hotplug_size: GiB },
+      ],
+    };
+    const memory = await runningVm(twoZones, 'a');
+    await expect(memory.size()).rejects.toThrow(/other zones' virtio-mem devices/);
+  });
+
   it('refuses to work where memory_actual_size shows the request (before v52)', async () => {
     await ch.close();
     await startFake({ version: 'v51.2' });

@@ -72,6 +72,8 @@ const hex = (n: number) => `0x${n.toString(16)}`;
 export class FakeCloudHypervisor {
   readonly requests: RecordedRequest[] = [];
   private config: MemoryConfig | undefined;
+  /** vm.create's balloon: the fake's balloon is always inflated to its configured size. */
+  private balloon: { size: number } | undefined;
   private booted = false;
   private driverActive = false;
   /** Keyed by zone id; the default zone is "mem0" (memory_manager.rs DEFAULT_MEMORY_ZONE). */
@@ -173,7 +175,9 @@ export class FakeCloudHypervisor {
   // vm_config.rs MemoryConfig: hotplug_method is a plain serde enum, so JSON takes "Acpi" or
   // "VirtioMem" and refuses the CLI's "virtio-mem". lib.rs vm_create: one config only.
   private create(body: string): Reply {
-    const parsed = parseJson(body) as { memory?: Partial<MemoryConfig> } | undefined;
+    const parsed = parseJson(body) as
+      | { memory?: Partial<MemoryConfig>; balloon?: { size: number } }
+      | undefined;
     const memory = parsed?.memory;
     if (!memory || typeof memory.size !== 'number') {
       return chain(400, 'Error deserializing JSON: missing field `memory.size`');
@@ -187,6 +191,7 @@ export class FakeCloudHypervisor {
     }
     if (this.config) return chain(500, 'The VM could not be created', 'VM is already created');
     this.config = { ...memory, size: memory.size, hotplug_method: method };
+    this.balloon = parsed.balloon;
     return NO_CONTENT;
   }
 
@@ -222,8 +227,13 @@ export class FakeCloudHypervisor {
       status: 200,
       json: {
         state: this.booted ? 'Running' : 'Created',
-        config: { memory: config, payload: { kernel: '/boot/vmlinux' } },
-        memory_actual_size: this.bootRam(config) + grown,
+        config: {
+          memory: config,
+          payload: { kernel: '/boot/vmlinux' },
+          ...(this.balloon && { balloon: this.balloon }),
+        },
+        // lib.rs vm_info: boot RAM less the balloon, plus virtio-mem.
+        memory_actual_size: this.bootRam(config) - (this.balloon?.size ?? 0) + grown,
       },
     };
   }
