@@ -9,10 +9,13 @@
  */
 import { z } from 'zod';
 import { type HotplugMemory, HotplugMemoryError, waitForPluggedSize } from './hotplug-memory.js';
-import { unixHttpRequest } from './unix-http.js';
+import {
+  type UnixSocketClientOptions,
+  unixHttpRequest,
+  unixSocketClientOptions,
+} from './unix-http.js';
 
 const API_PREFIX = '/api/v1/';
-const DEFAULT_TIMEOUT_MS = 5_000;
 /** Error bodies are text; keep enough to be useful in a message, not a whole page. */
 const MAX_ERROR_BODY_CHARS = 4_096;
 
@@ -84,11 +87,7 @@ export interface VmInfo {
 /** Device id -> counter name -> value, as the VMM reports them. */
 export type VmCounters = Record<string, Record<string, number>>;
 
-export interface CloudHypervisorClientOptions {
-  socketPath: string;
-  /** Applies to every call: connect, request and the whole response body. */
-  timeoutMs?: number;
-}
+export type CloudHypervisorClientOptions = UnixSocketClientOptions;
 
 /** The VMM answered with a status outside 2xx, or with a body that does not match its API. */
 export class CloudHypervisorApiError extends Error {
@@ -124,13 +123,7 @@ export class CloudHypervisorClient {
   readonly timeoutMs: number;
 
   constructor(options: CloudHypervisorClientOptions) {
-    if (!options.socketPath) throw new TypeError('socketPath: the API socket path is required');
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
-      throw new RangeError(`timeoutMs: expected a positive integer, got ${String(timeoutMs)}`);
-    }
-    this.socketPath = options.socketPath;
-    this.timeoutMs = timeoutMs;
+    ({ socketPath: this.socketPath, timeoutMs: this.timeoutMs } = unixSocketClientOptions(options));
   }
 
   async ping(): Promise<VmmPing> {

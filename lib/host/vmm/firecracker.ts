@@ -10,10 +10,13 @@
  */
 import { z } from 'zod';
 import { type HotplugMemory, HotplugMemoryError, waitForPluggedSize } from './hotplug-memory.js';
-import { unixHttpRequest } from './unix-http.js';
+import {
+  type UnixSocketClientOptions,
+  unixHttpRequest,
+  unixSocketClientOptions,
+} from './unix-http.js';
 
 const HOTPLUG_MEMORY_PATH = '/hotplug/memory';
-const DEFAULT_TIMEOUT_MS = 5_000;
 const MiB = 1024 * 1024;
 /** The MiB fields are u32 (memory_hotplug.rs at v1.16.1; the swagger's maximum 4294967295). */
 const MAX_MIB = 2 ** 32 - 1;
@@ -48,11 +51,7 @@ export interface MemoryHotplugStatus {
   requestedSizeMib: number;
 }
 
-export interface FirecrackerClientOptions {
-  socketPath: string;
-  /** Applies to every call: connect, request and the whole response body. */
-  timeoutMs?: number;
-}
+export type FirecrackerClientOptions = UnixSocketClientOptions;
 
 /** Firecracker answered with a status outside 2xx, or with a body that does not match its API. */
 export class FirecrackerApiError extends Error {
@@ -93,13 +92,7 @@ export class FirecrackerClient {
   readonly timeoutMs: number;
 
   constructor(options: FirecrackerClientOptions) {
-    if (!options.socketPath) throw new TypeError('socketPath: the API socket path is required');
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
-      throw new RangeError(`timeoutMs: expected a positive integer, got ${String(timeoutMs)}`);
-    }
-    this.socketPath = options.socketPath;
-    this.timeoutMs = timeoutMs;
+    ({ socketPath: this.socketPath, timeoutMs: this.timeoutMs } = unixSocketClientOptions(options));
   }
 
   /** PUT /hotplug/memory; before InstanceStart only. Unset fields take Firecracker's defaults. */

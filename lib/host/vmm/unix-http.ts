@@ -8,6 +8,27 @@ import http from 'node:http';
 /** Answers larger than this are not API answers; stop reading rather than buffer them. */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
+/** What a VMM API client is made with; checked once by unixSocketClientOptions. */
+export interface UnixSocketClientOptions {
+  socketPath: string;
+  /** Applies to every call: connect, request and the whole response body. */
+  timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 5_000;
+
+/** The options with the default timeout filled in; throws naming the field that is wrong. */
+export function unixSocketClientOptions(
+  options: UnixSocketClientOptions,
+): Required<UnixSocketClientOptions> {
+  if (!options.socketPath) throw new TypeError('socketPath: the API socket path is required');
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+    throw new RangeError(`timeoutMs: expected a positive integer, got ${String(timeoutMs)}`);
+  }
+  return { socketPath: options.socketPath, timeoutMs };
+}
+
 export interface UnixHttpRequest {
   socketPath: string;
   method: 'GET' | 'PUT' | 'PATCH';

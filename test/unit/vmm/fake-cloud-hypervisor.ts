@@ -3,10 +3,14 @@
 // virtio-mem memory, and a guest that plugs toward the requested size a few blocks at a time.
 // Read at v53.0 (vmm/src/lib.rs, vm.rs, memory_manager.rs, api/http/mod.rs,
 // virtio-devices/src/mem.rs); each rule cites where it comes from.
-import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import {
+  type FakeApiServer,
+  type RecordedRequest,
+  type Reply,
+  startFakeApiServer,
+} from './fake-api-server.js';
+
+export type { RecordedRequest } from './fake-api-server.js';
 
 const MiB = 1024 * 1024;
 /** virtio-devices/src/mem.rs VIRTIO_MEM_DEFAULT_BLOCK_SIZE: every virtio-mem block is 2 MiB. */
@@ -45,17 +49,6 @@ export interface FakeCloudHypervisorOptions {
   guestStepBlocks?: number;
 }
 
-export interface RecordedRequest {
-  method: string;
-  url: string;
-  body: string;
-}
-
-interface Reply {
-  status: number;
-  json?: unknown;
-}
-
 const NO_CONTENT: Reply = { status: 204 };
 
 /**
@@ -70,7 +63,6 @@ const chain = (status: number, ...messages: string[]): Reply => ({
 const hex = (n: number) => `0x${n.toString(16)}`;
 
 export class FakeCloudHypervisor {
-  readonly requests: RecordedRequest[] = [];
   private config: MemoryConfig | undefined;
   /** vm.create's balloon: the fake's balloon is always inflated to its configured size. */
   private balloon: { size: number } | undefined;
@@ -83,9 +75,7 @@ export class FakeCloudHypervisor {
   private readonly version: string;
 
   private constructor(
-    private readonly dir: string,
-    readonly socketPath: string,
-    private readonly server: http.Server,
+    private readonly api: FakeApiServer,
     options: FakeCloudHypervisorOptions,
   ) {
     this.version = options.version ?? 'v53.0';
@@ -98,32 +88,20 @@ export class FakeCloudHypervisor {
   }
 
   static async start(options: FakeCloudHypervisorOptions = {}): Promise<FakeCloudHypervisor> {
-    const dir = await mkdtemp(path.join(tmpdir(), 'hotmem-chfake-'));
-    const socketPath = path.join(dir, 'api.sock');
     let fake: FakeCloudHypervisor | undefined;
-    const server = http.createServer((request, response) => {
-      const chunks: Buffer[] = [];
-      request.on('data', (chunk: Buffer) => chunks.push(chunk));
-      request.on('end', () => {
-        const recorded = {
-          method: request.method ?? '',
-          url: request.url ?? '',
-          body: Buffer.concat(chunks).toString('utf8'),
-        };
-        if (!fake) return;
-        fake.requests.push(recorded);
-        const reply = fake.route(recorded);
-        if (reply.json === undefined) response.writeHead(reply.status).end();
-        else {
-          response
-            .writeHead(reply.status, { 'content-type': 'application/json' })
-            .end(JSON.stringify(reply.json));
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-    fake = new FakeCloudHypervisor(dir, socketPath, server, options);
+    const api = await startFakeApiServer('hotmem-chfake-', 'api.sock', (request) =>
+      fake ? fake.route(request) : { status: 503 },
+    );
+    fake = new FakeCloudHypervisor(api, options);
     return fake;
+  }
+
+  get socketPath(): string {
+    return this.api.socketPath;
+  }
+
+  get requests(): RecordedRequest[] {
+    return this.api.requests;
   }
 
   /** The guest's virtio-mem driver is up: from now on it acts on the requested size. */
@@ -146,9 +124,7 @@ export class FakeCloudHypervisor {
 
   async close(): Promise<void> {
     clearInterval(this.guestTimer);
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
-    await rm(this.dir, { recursive: true, force: true });
+    await this.api.close();
   }
 
   private route(request: RecordedRequest): Reply {

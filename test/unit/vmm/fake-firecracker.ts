@@ -2,10 +2,14 @@
 // (InstanceStart) and PUT/PATCH/GET /hotplug/memory with the rules real Firecracker applies, and a
 // "guest" that plugs and unplugs toward the requested size a few blocks at a time. Read at
 // v1.16.1 (tag v1.14.0 agrees on every rule used here); each rule cites the file it comes from.
-import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import {
+  type FakeApiServer,
+  type RecordedRequest,
+  type Reply,
+  startFakeApiServer,
+} from './fake-api-server.js';
+
+export type { RecordedRequest } from './fake-api-server.js';
 
 const U32_MAX = 2 ** 32 - 1;
 
@@ -45,14 +49,7 @@ export interface FakeFirecrackerOptions {
   guestStepBlocks?: number;
 }
 
-export interface RecordedRequest {
-  method: string;
-  url: string;
-  body: string;
-}
-
 export class FakeFirecracker {
-  readonly requests: RecordedRequest[] = [];
   private booted = false;
   private driverActive = false;
   private device: HotplugDevice | undefined;
@@ -62,9 +59,7 @@ export class FakeFirecracker {
   private readonly guestStepBlocks: number;
 
   private constructor(
-    private readonly dir: string,
-    readonly socketPath: string,
-    private readonly server: http.Server,
+    private readonly api: FakeApiServer,
     options: FakeFirecrackerOptions,
   ) {
     this.guestStepBlocks = options.guestStepBlocks ?? 8;
@@ -76,32 +71,20 @@ export class FakeFirecracker {
   }
 
   static async start(options: FakeFirecrackerOptions = {}): Promise<FakeFirecracker> {
-    const dir = await mkdtemp(path.join(tmpdir(), 'hotmem-fc-'));
-    const socketPath = path.join(dir, 'firecracker.sock');
     let fake: FakeFirecracker | undefined;
-    const server = http.createServer((request, response) => {
-      const chunks: Buffer[] = [];
-      request.on('data', (chunk: Buffer) => chunks.push(chunk));
-      request.on('end', () => {
-        const recorded = {
-          method: request.method ?? '',
-          url: request.url ?? '',
-          body: Buffer.concat(chunks).toString('utf8'),
-        };
-        if (!fake) return;
-        fake.requests.push(recorded);
-        const reply = fake.route(recorded);
-        if (reply.json === undefined) response.writeHead(reply.status).end();
-        else {
-          response
-            .writeHead(reply.status, { 'content-type': 'application/json' })
-            .end(JSON.stringify(reply.json));
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-    fake = new FakeFirecracker(dir, socketPath, server, options);
+    const api = await startFakeApiServer('hotmem-fc-', 'firecracker.sock', (request) =>
+      fake ? fake.route(request) : { status: 503 },
+    );
+    fake = new FakeFirecracker(api, options);
     return fake;
+  }
+
+  get socketPath(): string {
+    return this.api.socketPath;
+  }
+
+  get requests(): RecordedRequest[] {
+    return this.api.requests;
   }
 
   /**
@@ -120,9 +103,7 @@ export class FakeFirecracker {
 
   async close(): Promise<void> {
     clearInterval(this.guestTimer);
-    this.server.closeAllConnections();
-    await new Promise((resolve) => this.server.close(resolve));
-    await rm(this.dir, { recursive: true, force: true });
+    await this.api.close();
   }
 
   /** One round of the guest driver: plug never beyond requested (PlugRequestIsTooBig). */
@@ -230,11 +211,6 @@ export class FakeFirecracker {
       },
     };
   }
-}
-
-interface Reply {
-  status: number;
-  json?: unknown;
 }
 
 const NO_CONTENT: Reply = { status: 204 };
