@@ -152,7 +152,7 @@ key=$(sha256sum <<<"$key_inputs" | cut -c1-16)
 # Every build gets its own copy of the source and builds in a subdirectory of it: Kbuild then
 # names the source tree "..", not by its absolute path, so the compiler's command lines
 # (-fmacro-prefix-map) do not change with the copy's name, and ccache hits across revisions
-# of a series and across Debian's point releases for every file they leave unchanged.
+# of a series for every file it leaves unchanged.
 tree=$cache/trees/$kernelversion-$key
 build=$tree/build
 if [ "$dry_run" = 1 ]; then
