@@ -27,7 +27,7 @@ import { parseSize } from '../lib/cli.js';
 import type { GuestClient } from './testbed/guest.js';
 import { GUEST_MEMHOG, GUEST_PACKAGE } from './testbed/initramfs.js';
 import { projectRoot } from './testbed/paths.js';
-import { ratios, type Sample, summarize, svgPlot, table } from './testbed/report.js';
+import { ratios, reclaimLatencyPlot, type Sample, summarize, table } from './testbed/report.js';
 import {
   bootGuest,
   buildHotMemKernel,
@@ -286,7 +286,7 @@ async function main(): Promise<void> {
   );
   writeFileSync(
     join(values.out, `bench-${stamp}.svg`),
-    svgPlot(rows, `memory reclamation latency (${g.vm.accel})`),
+    await reclaimLatencyPlot(rows, `memory reclamation latency (${g.vm.accel})`),
   );
   console.log(table(rows));
   const lines = ratios(samples);

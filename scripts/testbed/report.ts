@@ -1,6 +1,8 @@
 // Summaries of reclamation benchmark samples: medians per mode, scenario and size, a
-// Markdown table, the HotMem/stock ratios with bootstrap intervals, and an SVG plot of
+// Markdown table, the HotMem/stock ratios with bootstrap intervals, and a plot of
 // reclamation latency against size.
+import { latencyBySizeSpec, renderSvg } from './charts.js';
+
 const MiB = 1024 * 1024;
 
 export interface Sample {
@@ -176,60 +178,16 @@ export function ratios(samples: Sample[]): string[] {
   return lines;
 }
 
-/** Reclamation latency against size, one line per mode/scenario, log-scaled latency. */
-export function svgPlot(rows: Row[], title: string): string {
-  const W = 640;
-  const H = 400;
-  const pad = { l: 70, r: 170, t: 40, b: 50 };
-  const sizes = [...new Set(rows.map((r) => r.sizeMiB))].sort((a, b) => a - b);
-  const ys = rows.map((r) => Math.max(r.totalMs, 0.1));
-  const yMin = 10 ** Math.floor(Math.log10(Math.min(...ys)));
-  const yMax = 10 ** Math.ceil(Math.log10(Math.max(...ys)));
-  const x = (s: number) =>
-    pad.l + (sizes.length > 1 ? (sizes.indexOf(s) / (sizes.length - 1)) * (W - pad.l - pad.r) : 0);
-  const y = (ms: number) =>
-    H -
-    pad.b -
-    ((Math.log10(Math.max(ms, 0.1)) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) *
-      (H - pad.t - pad.b);
-  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
-  const series = [...new Set(rows.map((r) => `${r.mode} ${r.scenario}`))];
-  const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>`,
-    `<line x1="${pad.l}" y1="${H - pad.b}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
-    `<line x1="${pad.l}" y1="${pad.t}" x2="${pad.l}" y2="${H - pad.b}" stroke="black"/>`,
-    `<text x="${(pad.l + W - pad.r) / 2}" y="${H - 12}" text-anchor="middle">reclaimed size (MiB)</text>`,
-    `<text transform="translate(16 ${(pad.t + H - pad.b) / 2}) rotate(-90)" text-anchor="middle">reclamation latency (ms, log)</text>`,
-  ];
-  for (const s of sizes) {
-    parts.push(`<text x="${x(s)}" y="${H - pad.b + 16}" text-anchor="middle">${s}</text>`);
-  }
-  for (let d = yMin; d <= yMax; d *= 10) {
-    parts.push(
-      `<line x1="${pad.l - 4}" y1="${y(d)}" x2="${W - pad.r}" y2="${y(d)}" stroke="#ddd"/>`,
-    );
-    parts.push(`<text x="${pad.l - 6}" y="${y(d) + 4}" text-anchor="end">${d}</text>`);
-  }
-  series.forEach((name, i) => {
-    const pts = rows
-      .filter((r) => `${r.mode} ${r.scenario}` === name)
-      .sort((a, b) => a.sizeMiB - b.sizeMiB)
-      .map((r) => `${x(r.sizeMiB).toFixed(1)},${y(r.totalMs).toFixed(1)}`);
-    const color = colors[i % colors.length];
-    parts.push(
-      `<polyline points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="2"/>`,
-    );
-    for (const p of pts) {
-      const [cx, cy] = p.split(',');
-      parts.push(`<circle cx="${cx}" cy="${cy}" r="3" fill="${color}"/>`);
-    }
-    parts.push(
-      `<rect x="${W - pad.r + 12}" y="${pad.t + i * 20}" width="12" height="12" fill="${color}"/>`,
-    );
-    parts.push(`<text x="${W - pad.r + 30}" y="${pad.t + i * 20 + 10}">${name}</text>`);
-  });
-  parts.push('</svg>');
-  return parts.join('\n');
+/** Reclamation latency (reclaim + unplug) against size, one line per mode and scenario. */
+export function reclaimLatencyPlot(rows: Row[], title: string): Promise<string> {
+  return renderSvg(
+    latencyBySizeSpec(
+      rows.map((r) => ({
+        series: `${r.mode} ${r.scenario}`,
+        sizeMiB: r.sizeMiB,
+        latencyMs: r.totalMs,
+      })),
+      title,
+    ),
+  );
 }

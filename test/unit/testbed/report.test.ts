@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   ratioInterval,
   ratios,
+  reclaimLatencyPlot,
   type Sample,
   summarize,
-  svgPlot,
   table,
 } from '../../../scripts/testbed/report.js';
 
@@ -88,7 +88,7 @@ describe('benchmark report', () => {
     expect(ratios(samples.filter((s) => s.mode === 'stock'))).toEqual([]);
   });
 
-  it('puts the untouched scenario first, and keeps loaded/idle to the scenarios that ran', () => {
+  it('puts the untouched scenario first, and keeps loaded/idle to the scenarios that ran', async () => {
     const withUntouched = [
       ...samples,
       sample('stock', 'untouched', 128, 12),
@@ -97,8 +97,10 @@ describe('benchmark report', () => {
     expect(ratios(withUntouched)).toEqual([
       '128 MiB: untouched stock/hotmem 1.0x, idle stock/hotmem 2.0x, loaded stock/hotmem 20.0x, hotmem loaded/idle 1.67x',
     ]);
-    const svg = svgPlot(summarize(withUntouched), 'test');
-    const colors = [...svg.matchAll(/<polyline [^>]*stroke="([^"]+)"/g)].map((m) => m[1]);
+    const svg = await reclaimLatencyPlot(summarize(withUntouched), 'test');
+    const colors = [...svg.matchAll(/aria-roledescription="line mark" [^>]*stroke="([^"]+)"/g)].map(
+      (m) => m[1],
+    );
     expect(new Set(colors).size).toBe(6);
   });
 
@@ -130,11 +132,11 @@ describe('benchmark report', () => {
     expect(ratioInterval([5, 5, 5, 5], [5, 5, 5, 5, 5])).toBeUndefined();
   });
 
-  it('draws one line per mode and scenario', () => {
-    const svg = svgPlot(summarize(samples), 'test');
+  it('draws one line per mode and scenario', async () => {
+    const svg = await reclaimLatencyPlot(summarize(samples), 'test');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg.endsWith('</svg>')).toBe(true);
-    expect(svg.match(/<polyline /g)).toHaveLength(4);
+    expect(svg.match(/aria-roledescription="line mark" /g)).toHaveLength(4);
     expect(svg).toContain('>stock idle</text>');
     expect(svg).toContain('>hotmem loaded</text>');
   });
