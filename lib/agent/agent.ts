@@ -10,11 +10,13 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { CgroupTree } from '../cgroup.js';
 import type { PartitionInfo, PartitionState, ReclaimReport } from '../hotmem-device.js';
 import { CleanupStack } from '../instance/cleanup-stack.js';
+import { InvocationError, type InvocationResult } from '../instance/http-endpoint.js';
 import {
   DEFAULT_STOP_GRACE_MS,
   Instance,
@@ -27,7 +29,12 @@ import {
 } from '../instance/instance.js';
 import { AgentError } from './errors.js';
 import { Histogram, type MetricFamily, RECLAIM_BUCKETS_SECONDS, renderMetrics } from './metrics.js';
-import { type CreateInstanceRequest, instanceIdSchema } from './schemas.js';
+import {
+  type CreateInstanceRequest,
+  DEFAULT_INVOKE_TIMEOUT_MS,
+  type InvokeRequest,
+  instanceIdSchema,
+} from './schemas.js';
 
 export const DEFAULT_STATE_DIR = '/run/hotmem/instances';
 const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
@@ -118,6 +125,7 @@ export interface SerializedReclaimReport {
 
 export type AgentEvent = { time: string } & (
   | { type: 'instance-started'; instance: InstanceSummary }
+  | { type: 'instance-ready'; instance: InstanceSummary }
   | { type: 'instance-exited'; instance: InstanceSummary }
   | { type: 'partition-released'; partition: number }
   | { type: 'partition-reclaimed'; partition: number; report: SerializedReclaimReport }
@@ -159,6 +167,8 @@ const instanceRecordSchema = z.object({
   memoryBytes: z.number().int().positive(),
   cpuWeight: z.number().int().nullable(),
   partition: z.number().int().nonnegative().nullable(),
+  /** Absent in records written before instances had ports. */
+  port: z.number().int().min(1).max(65535).nullable().optional(),
   startedAt: z.string(),
 });
 
@@ -267,6 +277,7 @@ export class Agent {
       memoryBytes: request.memoryBytes,
       cpuWeight: request.cpuWeight ?? null,
       partition,
+      port: request.port ?? null,
       startedAt: new Date().toISOString(),
     };
     let instance: Instance;
@@ -285,6 +296,7 @@ export class Agent {
           ...(request.env && { env: request.env }),
           ...(request.cwd && { cwd: request.cwd }),
           ...(request.cpuWeight !== undefined && { cpuWeight: request.cpuWeight }),
+          ...(request.port !== undefined && { port: request.port }),
         },
         this.instanceEnvironment(),
         cleanup,
@@ -312,6 +324,47 @@ export class Agent {
     const instance = instanceIdSchema.safeParse(id).success ? this.instances.get(id) : undefined;
     if (!instance) throw new AgentError('HOTMEM_INSTANCE_NOT_FOUND', `no instance '${id}'`);
     return instance;
+  }
+
+  /**
+   * Relays one invocation to the instance's port. A starting instance is waited for (its cold
+   * start is part of the invocation), within the same timeout.
+   */
+  async invoke(id: string, request: InvokeRequest): Promise<InvocationResult> {
+    const instance = this.getInstance(id);
+    const { endpoint } = instance;
+    if (!endpoint) {
+      throw new AgentError('HOTMEM_NO_PORT', `instance '${id}' was started without a port`);
+    }
+    const timeoutMs = request.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const notRunning = () =>
+      new AgentError('HOTMEM_INSTANCE_NOT_RUNNING', `instance '${id}' is ${instance.state}`);
+    if (instance.state !== 'running') throw notRunning();
+    const timer = new AbortController();
+    const waited = await Promise.race([
+      endpoint.ready.then(() => 'ready' as const),
+      instance.exited.then(() => 'exited' as const),
+      sleep(timeoutMs, 'timeout' as const, { signal: timer.signal }).catch(
+        () => 'timeout' as const,
+      ),
+    ]).finally(() => timer.abort());
+    if (waited === 'exited') throw notRunning();
+    if (waited === 'timeout') {
+      throw new AgentError(
+        'HOTMEM_INVOKE_TIMEOUT',
+        `instance '${id}': port ${endpoint.port} did not accept connections in ${timeoutMs} ms`,
+      );
+    }
+    try {
+      return await endpoint.invoke(request.payload, Math.max(1, deadline - Date.now()));
+    } catch (error) {
+      if (!(error instanceof InvocationError)) throw error;
+      if (error.reason === 'timeout')
+        throw new AgentError('HOTMEM_INVOKE_TIMEOUT', `instance '${id}': ${error.message}`);
+      if (instance.state !== 'running') throw notRunning();
+      throw new AgentError('HOTMEM_INSTANCE_UNREACHABLE', `instance '${id}': ${error.message}`);
+    }
   }
 
   async stopInstance(id: string, graceMs?: number): Promise<InstanceSummary> {
@@ -538,6 +591,9 @@ export class Agent {
 
   private register(instance: Instance): void {
     this.instances.set(instance.id, instance);
+    void instance.endpoint?.ready.then(() =>
+      this.emit({ type: 'instance-ready', instance: instance.summary() }),
+    );
     instance.onExit(() => {
       this.counters.instancesExited += 1;
       this.emit({ type: 'instance-exited', instance: instance.summary() });
@@ -601,6 +657,7 @@ export class Agent {
           memoryBytes: record?.memoryBytes ?? (await group.memoryMax()) ?? 0,
           partition,
           ...(record?.cpuWeight != null && { cpuWeight: record.cpuWeight }),
+          ...(record?.port != null && { port: record.port }),
           ...(record && { startedAt: record.startedAt }),
         },
         this.instanceEnvironment(),

@@ -2,11 +2,17 @@
  * A small client for the agent API, used by the CLI's --agent mode and by tests.
  */
 import http from 'node:http';
+import type { InvocationResult } from '../instance/http-endpoint.js';
 import type { AgentEvent, AgentHealth, MemorySummary, PartitionView } from './agent.js';
-import type { CreateInstanceRequest } from './schemas.js';
+import {
+  type CreateInstanceRequest,
+  DEFAULT_INVOKE_TIMEOUT_MS,
+  type InvokeRequest,
+} from './schemas.js';
 import type { Endpoint, SubscriberDropped } from './server.js';
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+const INVOKE_MARGIN_MS = 5_000;
 
 /** A non-2xx answer; code and message come from the agent's {error: {code, message}}. */
 export class AgentRequestError extends Error {
@@ -47,9 +53,22 @@ export class AgentClient {
     return this.json('POST', '/v1/instances', request) as Promise<never>;
   }
 
+  /** Relays one invocation to the instance's port; the agent's timeout is `timeoutMs`. */
+  invoke(id: string, request: InvokeRequest = {}): Promise<InvocationResult> {
+    // The agent answers by then: give it its timeout and a margin, not ours.
+    const timeoutMs = (request.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS) + INVOKE_MARGIN_MS;
+    const path = `/v1/instances/${encodeURIComponent(id)}/invoke`;
+    return this.json('POST', path, request, timeoutMs) as Promise<never>;
+  }
+
   /** Sends one request; resolves with the parsed JSON (or text) body of a 2xx answer. */
-  async json(method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
-    const response = await this.send(method, path, body);
+  async json(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+    timeoutMs: number | null = this.timeoutMs,
+  ): Promise<unknown> {
+    const response = await this.send(method, path, body, timeoutMs);
     const text = await readAll(response);
     const type = response.headers['content-type'] ?? '';
     const parsed: unknown = type.startsWith('application/json') ? JSON.parse(text) : text;
@@ -69,7 +88,7 @@ export class AgentClient {
    * falls behind gets a last SubscriberDropped record, then the stream ends.
    */
   async events(): Promise<AsyncGenerator<AgentEvent | SubscriberDropped>> {
-    const response = await this.send('GET', '/v1/events', undefined, false);
+    const response = await this.send('GET', '/v1/events', undefined, null);
     if (response.statusCode !== 200) {
       throw new AgentRequestError(response.statusCode ?? 0, 'UNKNOWN', await readAll(response));
     }
@@ -80,7 +99,7 @@ export class AgentClient {
     method: string,
     path: string,
     body: unknown,
-    timeout = true,
+    timeoutMs: number | null,
   ): Promise<http.IncomingMessage> {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const target =
@@ -94,10 +113,10 @@ export class AgentClient {
     return new Promise((resolve, reject) => {
       const request = http.request({ ...target, method, path, headers }, resolve);
       request.on('error', reject);
-      if (timeout) {
-        request.setTimeout(this.timeoutMs, () => {
+      if (timeoutMs !== null) {
+        request.setTimeout(timeoutMs, () => {
           request.destroy(
-            new Error(`${method} ${path}: no answer from the agent in ${this.timeoutMs} ms`),
+            new Error(`${method} ${path}: no answer from the agent in ${timeoutMs} ms`),
           );
         });
       }

@@ -13,6 +13,11 @@ export const AGENT_ERRORS = {
   HOTMEM_INSTANCE_NOT_FOUND: { status: 404, meaning: 'no instance with that id' },
   HOTMEM_METHOD_NOT_ALLOWED: { status: 405, meaning: 'the route exists, not with this method' },
   HOTMEM_REQUEST_TIMEOUT: { status: 408, meaning: 'the request did not arrive in time' },
+  HOTMEM_NO_PORT: { status: 409, meaning: 'invoke: the instance was started without a port' },
+  HOTMEM_INSTANCE_NOT_RUNNING: {
+    status: 409,
+    meaning: 'invoke: the instance has exited or is stopping',
+  },
   HOTMEM_BODY_TOO_LARGE: { status: 413, meaning: 'the body exceeds the size limit' },
   HOTMEM_UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'a body that is not application/json' },
   HOTMEM_EXPECTATION_FAILED: { status: 417, meaning: 'an Expect header other than 100-continue' },
@@ -21,6 +26,14 @@ export const AGENT_ERRORS = {
   HOTMEM_NO_PARTITION: { status: 503, meaning: 'no partition could be populated in time' },
   HOTMEM_UNAVAILABLE: { status: 503, meaning: 'HotMem is not available in this kernel' },
   HOTMEM_SHUTTING_DOWN: { status: 503, meaning: 'the agent is stopping and takes no new work' },
+  HOTMEM_INSTANCE_UNREACHABLE: {
+    status: 502,
+    meaning: 'invoke: the connection to the instance failed or its answer exceeds 1 MiB',
+  },
+  HOTMEM_INVOKE_TIMEOUT: {
+    status: 504,
+    meaning: 'invoke: the instance was not ready, or did not answer, within timeoutMs',
+  },
   HOTMEM_INTERNAL: { status: 500, meaning: 'an unexpected failure; the agent log has details' },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 

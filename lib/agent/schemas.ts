@@ -17,7 +17,10 @@ export const LIMITS = {
   memoryBytesMin: 4 * 2 ** 20,
   memoryBytesMax: 2 ** 40,
   graceMsMax: 10 * 60 * 1000,
+  invokeTimeoutMsMax: 10 * 60 * 1000,
 } as const;
+
+export const DEFAULT_INVOKE_TIMEOUT_MS = 30_000;
 
 const noNul = (value: string) => !value.includes('\0');
 
@@ -58,6 +61,7 @@ export const createInstanceSchema = z
       .min(LIMITS.memoryBytesMin, `at least ${LIMITS.memoryBytesMin} (4 MiB)`)
       .max(LIMITS.memoryBytesMax, `at most ${LIMITS.memoryBytesMax} (1 TiB)`),
     cpuWeight: z.number().int().min(CPU_WEIGHT_MIN).max(CPU_WEIGHT_MAX).optional(),
+    port: z.number().int().min(1).max(65535).optional(),
   })
   .strict();
 
@@ -68,6 +72,20 @@ export const stopInstanceSchema = z
   .strict();
 
 export type StopInstanceRequest = z.infer<typeof stopInstanceSchema>;
+
+export const invokeSchema = z
+  .object({
+    payload: z.unknown().optional(),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(1)
+      .max(LIMITS.invokeTimeoutMsMax, `at most ${LIMITS.invokeTimeoutMsMax}`)
+      .optional(),
+  })
+  .strict();
+
+export type InvokeRequest = z.infer<typeof invokeSchema>;
 
 /** Instance ids as the agent makes them; anything else cannot name an instance. */
 export const instanceIdSchema = z.string().regex(/^i-[0-9a-f]{12}$/, 'not an instance id');

@@ -12,7 +12,13 @@ import type { Logger } from 'pino';
 import { isErrno } from '../cgroup.js';
 import type { Agent } from './agent.js';
 import { AgentError, toAgentError } from './errors.js';
-import { createInstanceSchema, LIMITS, parseRequest, stopInstanceSchema } from './schemas.js';
+import {
+  createInstanceSchema,
+  invokeSchema,
+  LIMITS,
+  parseRequest,
+  stopInstanceSchema,
+} from './schemas.js';
 
 export const DEFAULT_SOCKET_PATH = '/run/hotmem/agent.sock';
 
@@ -237,6 +243,19 @@ export class AgentServer {
               'body',
             );
             sendJson(response, 200, await agent.stopInstance(params[0] as string, body.graceMs));
+          },
+        },
+      },
+      {
+        pattern: /^\/v1\/instances\/([^/]+)\/invoke$/,
+        methods: {
+          POST: async ({ request, response, params }) => {
+            const body = parseRequest(
+              invokeSchema,
+              (await readJson(request, response)) ?? {},
+              'body',
+            );
+            sendJson(response, 200, await agent.invoke(params[0] as string, body));
           },
         },
       },

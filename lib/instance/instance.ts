@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { type CgroupTree, type InstanceCgroup, isErrno } from '../cgroup.js';
 import { CleanupStack } from './cleanup-stack.js';
+import { HttpEndpoint } from './http-endpoint.js';
 import { OutputFiles, type OutputFilesOptions } from './output-files.js';
 import type { OutputRing } from './output-ring.js';
 
@@ -78,6 +79,8 @@ export interface InstanceSpec {
   cpuWeight?: number;
   /** null: unbound mode. */
   partition: number | null;
+  /** The TCP port on 127.0.0.1 it serves invocations on, if it does. */
+  port?: number;
 }
 
 export type InstanceState = 'running' | 'stopping' | 'exited';
@@ -103,6 +106,10 @@ export interface InstanceSummary {
   startedAt: string;
   adopted: boolean;
   exit: InstanceExit | null;
+  /** The port it serves invocations on, null when it serves none. */
+  port: number | null;
+  /** When that port first accepted a connection (the end of its cold start). */
+  readyAt: string | null;
 }
 
 export interface AdoptSpec {
@@ -113,6 +120,7 @@ export interface AdoptSpec {
   memoryBytes: number;
   cpuWeight?: number;
   partition: number | null;
+  port?: number;
   startedAt?: string;
 }
 
@@ -143,6 +151,7 @@ export class Instance {
   readonly stderr: OutputRing | null;
   /** Settles once the main process is gone and the cleanup stack has been unwound. */
   readonly exited: Promise<InstanceExit>;
+  readonly endpoint: HttpEndpoint | null;
 
   private stateValue: InstanceState = 'running';
   private exitValue: InstanceExit | null = null;
@@ -176,6 +185,9 @@ export class Instance {
     this.exited = new Promise((resolve) => {
       this.resolveExited = resolve;
     });
+    this.endpoint = init.spec.port === undefined ? null : new HttpEndpoint(init.spec.port);
+    const endpoint = this.endpoint;
+    if (endpoint) cleanup.push('stop waiting for its port', () => endpoint.close());
   }
 
   /**
@@ -343,6 +355,8 @@ export class Instance {
       startedAt: this.startedAt,
       adopted: this.adopted,
       exit: this.exitValue,
+      port: this.endpoint?.port ?? null,
+      readyAt: this.endpoint?.readyAt ?? null,
     };
   }
 
