@@ -43,12 +43,7 @@ base_field() {
 base_version=$(base_field version)
 base_makefile=$(base_field makefile-sha256)
 tested_on=$(sed -n 's/^tested-on: //p' "$series/BASE")
-tree_version=$(awk '
-	/^VERSION =/ { v = $3 }
-	/^PATCHLEVEL =/ { p = $3 }
-	/^SUBLEVEL =/ { s = $3 }
-	/^EXTRAVERSION =/ { e = $3 }
-	END { print v "." p "." s e }' "$tree/Makefile")
+tree_version=$("$(dirname "$0")/kernel-version.sh" "$tree")
 drift=
 if [ "$tree_version" = "$base_version" ]; then
 	tree_makefile=$(sha256sum "$tree/Makefile" | cut -d' ' -f1)

@@ -130,12 +130,7 @@ if [ "$print_source" = 1 ]; then
 	echo "$source_dir"
 	exit 0
 fi
-kernelversion=$(awk '
-	/^VERSION =/ { v = $3 }
-	/^PATCHLEVEL =/ { p = $3 }
-	/^SUBLEVEL =/ { s = $3 }
-	/^EXTRAVERSION =/ { e = $3 }
-	END { print v "." p "." s e }' "$source_dir/Makefile")
+kernelversion=$("$project/kernel-patches/kernel-version.sh" "$source_dir")
 
 key_inputs=$(
 	echo "source: $kernelversion $source_id"
