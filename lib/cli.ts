@@ -39,7 +39,7 @@ Commands:
   run [--memory SIZE] -- CMD...  run CMD bound to a new partition, reclaim it on exit
   reclaim <partition>            offline every block of a free partition
   agent [--socket PATH] [--listen HOST:PORT --token-file FILE]
-        [--cgroup-root DIR] [--state-dir DIR] [--log-output]
+        [--cgroup-root DIR] [--state-dir DIR] [--log-output] [--unbound]
                                  run the in-guest agent
 
 Global options:
@@ -65,6 +65,7 @@ const OPTIONS = {
   'cgroup-root': { type: 'string' },
   'state-dir': { type: 'string' },
   'log-output': { type: 'boolean' },
+  unbound: { type: 'boolean' },
 } as const;
 
 /** Which command accepts which of its own options; the global ones go with every command. */
@@ -74,7 +75,7 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   partitions: [],
   run: ['memory'],
   reclaim: [],
-  agent: ['socket', 'listen', 'token-file', 'cgroup-root', 'state-dir', 'log-output'],
+  agent: ['socket', 'listen', 'token-file', 'cgroup-root', 'state-dir', 'log-output', 'unbound'],
 };
 const GLOBAL_OPTIONS = ['json', 'debug', 'root', 'agent', 'help'];
 const AGENT_AWARE = ['status', 'partitions'];
@@ -390,6 +391,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
         ...(values['cgroup-root'] && { cgroupRoot: values['cgroup-root'] }),
         ...(values['state-dir'] && { stateDir: values['state-dir'] }),
         logOutput: values['log-output'] ?? false,
+        unbound: values.unbound ?? false,
       },
       context.log,
     );

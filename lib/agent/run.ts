@@ -33,6 +33,8 @@ export interface RunAgentOptions {
   stateDir?: string;
   /** Log instances' output line by line. */
   logOutput?: boolean;
+  /** Leave HotMem unused, as on a stock kernel: the baseline a comparison runs against. */
+  unbound?: boolean;
 }
 
 /** Resolves once the agent has shut down after SIGTERM or SIGINT. */
@@ -40,7 +42,8 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
   const { logger } = log;
   const endpoint = await resolveEndpoint(options);
   const native = nativeProcessSupport(logger);
-  const hotmem = openHotMem(options.root, logger);
+  const hotmem = options.unbound ? null : openHotMem(options.root, logger);
+  if (options.unbound) logger.info('--unbound: HotMem left unused, instances run unbound');
   const launcher = hotmem ? findLauncher(devicePath({ root: options.root }), logger) : null;
   const agent = new Agent({
     partitions: hotmem?.source ?? null,

@@ -23,6 +23,8 @@ import { cacheDir, projectRoot } from './paths.js';
 /** Where the package is laid out inside the guest. */
 export const GUEST_PACKAGE = '/hotmem';
 export const GUEST_MEMHOG = '/usr/bin/memhog';
+/** The replay's function (scripts/testbed/guest/function.mjs), run with the guest's node. */
+export const GUEST_FUNCTION = `${GUEST_PACKAGE}/scripts/testbed/guest/function.mjs`;
 
 export const INIT_SCRIPT = `#!/bin/sh
 # PID 1 of the HotMem test-bed guest: mount the basics, bring up the host channel, run the
@@ -136,6 +138,7 @@ function packageFiles(): Map<string, string> {
   const add = (rel: string) => files.set(join(GUEST_PACKAGE, rel), join(root, rel));
   add('package.json');
   add('scripts/testbed/guest/server.mjs');
+  add('scripts/testbed/guest/function.mjs');
   for (const dir of ['dist', 'build/Release', ...productionDependencies()]) {
     if (!existsSync(join(root, dir))) continue;
     for (const file of walk(join(root, dir))) {

@@ -5,7 +5,7 @@
 // still reclaims its partition.
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
+import { GUEST_FUNCTION, GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
 import {
   bootGuest,
   buildHotMemKernel,
@@ -114,7 +114,7 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
       let agent: AgentClient;
       let agentPid: number;
 
-      const startAgent = async () => {
+      const startAgent = async (...flags: string[]) => {
         agentPid = await g.guest.spawn([
           '/usr/bin/node',
           `${GUEST_PACKAGE}/dist/lib/cli.js`,
@@ -123,6 +123,7 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
           `0.0.0.0:${AGENT_PORT}`,
           '--token-file',
           '/run/agent-token',
+          ...flags,
         ]);
         await agent.until('agent health', async () => {
           const r = await agent.call<{ binding: string }>('GET', '/v1/health');
@@ -218,6 +219,57 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
         expect(metrics.body).toMatch(/^hotmem_pages_migrated_total 0$/m);
       });
 
+      it('relays invocations to a function in its partition, and times its cold start', async () => {
+        const started = await agent.call<{ id: string; partition: number | null }>(
+          'POST',
+          '/v1/instances',
+          {
+            command: ['/usr/bin/node', GUEST_FUNCTION],
+            env: { PORT: '8081', FOOTPRINT_MIB: '48' },
+            memoryBytes: 128 * MiB,
+            port: 8081,
+          },
+        );
+        expect(started.status).toBe(201);
+        const { id, partition } = started.body;
+        expect(partition).toEqual(expect.any(Number));
+        // The first invocation waits for the cold start (node starts in seconds under TCG).
+        const first = await agent.call<{ status: number; body: string }>(
+          'POST',
+          `/v1/instances/${id}/invoke`,
+          { payload: { durationMs: 50, memoryMiB: 16 }, timeoutMs: 60_000 },
+        );
+        expect(first.status).toBe(200);
+        expect(first.body.status).toBe(200);
+        expect(JSON.parse(first.body.body)).toMatchObject({ ok: true });
+        const summary = await agent.call<{ startedAt: string; readyAt: string | null }>(
+          'GET',
+          `/v1/instances/${id}`,
+        );
+        expect(summary.body.readyAt).not.toBeNull();
+        const coldMs =
+          Date.parse(summary.body.readyAt as string) - Date.parse(summary.body.startedAt);
+        console.log(`function cold start in the guest (TCG): ${coldMs} ms`);
+        expect(agent.events.some((e) => e.type === 'instance-ready' && e.instance?.id === id)).toBe(
+          true,
+        );
+        const parts = (
+          await agent.call<{
+            partitions: { id: number; presentBytes: number; freeBytes: number }[];
+          }>('GET', '/v1/partitions')
+        ).body.partitions;
+        const mine = parts.find((p) => p.id === partition);
+        // Its 48 MiB footprint is in its partition.
+        expect((mine?.presentBytes ?? 0) - (mine?.freeBytes ?? 0)).toBeGreaterThanOrEqual(48 * MiB);
+        expect(
+          (await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status,
+        ).toBe(200);
+        const reclaimed = await agent.until('the function partition reclaimed', () =>
+          agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
+        );
+        expect(reclaimed.report?.pagesMigrated).toBe(0);
+      });
+
       it('adopts a running instance after kill -9 and a restart, then reclaims its partition', async () => {
         // memhog holds the partition; the shell prints a line every 200 ms, through the kill and
         // the restart. Its stdout is a file, not a pipe to the agent: a write while no agent runs
@@ -268,6 +320,29 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
           agent.events.find((e) => e.type === 'partition-reclaimed' && e.partition === partition),
         );
         expect(reclaimed.report?.pagesMigrated).toBe(0);
+      });
+
+      it('leaves HotMem unused with --unbound, as on a stock kernel', async () => {
+        await g.guest.signal(agentPid, 'SIGTERM');
+        await g.guest.wait(agentPid);
+        await startAgent('--unbound');
+        try {
+          const health = await agent.call<{ hotmem: boolean; binding: string }>(
+            'GET',
+            '/v1/health',
+          );
+          expect(health.body).toMatchObject({ hotmem: false, binding: 'unbound' });
+          const started = await agent.call<{ id: string; partition: number | null }>(
+            'POST',
+            '/v1/instances',
+            { command: ['/bin/sh', '-c', 'exit 0'], memoryBytes: 64 * MiB },
+          );
+          expect(started.body.partition).toBeNull();
+        } finally {
+          await g.guest.signal(agentPid, 'SIGTERM');
+          await g.guest.wait(agentPid);
+          await startAgent();
+        }
       });
 
       it('lets the host unplug the reclaimed memory without migrating a page', async () => {
