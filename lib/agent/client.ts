@@ -3,16 +3,20 @@
  */
 import http from 'node:http';
 import type { InvocationResult } from '../instance/http-endpoint.js';
+import type { InstanceSummary } from '../instance/instance.js';
 import type { AgentEvent, AgentHealth, MemorySummary, PartitionView } from './agent.js';
 import {
   type CreateInstanceRequest,
   DEFAULT_INVOKE_TIMEOUT_MS,
   type InvokeRequest,
+  type StopInstanceRequest,
 } from './schemas.js';
 import type { Endpoint, SubscriberDropped } from './server.js';
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const INVOKE_MARGIN_MS = 5_000;
+/** What the agent waits before SIGKILL when a stop names no grace (docs/agent-api.md). */
+const AGENT_DEFAULT_GRACE_MS = 5_000;
 
 /** A non-2xx answer; code and message come from the agent's {error: {code, message}}. */
 export class AgentRequestError extends Error {
@@ -51,6 +55,17 @@ export class AgentClient {
     request: CreateInstanceRequest,
   ): Promise<{ id: string; pid: number; partition: number | null }> {
     return this.json('POST', '/v1/instances', request) as Promise<never>;
+  }
+
+  /**
+   * Stops an instance; resolves with its summary once it has exited and been cleaned up. The
+   * agent answers after the grace it was given (its own default when none), so this waits for
+   * the grace on top of the usual timeout.
+   */
+  stopInstance(id: string, request: StopInstanceRequest = {}): Promise<InstanceSummary> {
+    const path = `/v1/instances/${encodeURIComponent(id)}/stop`;
+    const timeoutMs = (request.graceMs ?? AGENT_DEFAULT_GRACE_MS) + this.timeoutMs;
+    return this.json('POST', path, request, timeoutMs) as Promise<never>;
   }
 
   /** Relays one invocation to the instance's port; the agent's timeout is `timeoutMs`. */

@@ -5,7 +5,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentEvent } from '../../../lib/agent/agent.js';
-import { AgentRequestError } from '../../../lib/agent/client.js';
+import { AgentClient, AgentRequestError } from '../../../lib/agent/client.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
 import { FAKE_BLOCK_BYTES, FakePartitionManager } from './fake-partition-manager.js';
 import { collectEvents, type Harness, startHarness } from './harness.js';
@@ -128,6 +128,18 @@ describe('agent API without HotMem (unbound mode)', () => {
       state: 'exited',
       exit: { signal: 'SIGTERM', reason: 'stopped' },
     });
+  });
+
+  it("waits out a stop's grace longer than the client's own timeout", async () => {
+    harness = await startHarness();
+    const { id } = await harness.client.createInstance({
+      command: ['sh', '-c', "trap '' TERM; sleep 30"],
+      memoryBytes: 16 * MiB,
+    });
+    const impatient = new AgentClient({ socketPath: harness.socketPath }, { timeoutMs: 500 });
+    // SIGTERM is ignored: the answer comes after the 1.5 s grace and the SIGKILL.
+    const stopped = await impatient.stopInstance(id, { graceMs: 1_500 });
+    expect(stopped).toMatchObject({ id, state: 'exited', exit: { signal: 'SIGKILL' } });
   });
 
   it('answers partition routes with HOTMEM_UNAVAILABLE', async () => {
