@@ -9,11 +9,16 @@ import { realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type MemorySummary, type PartitionView, summarizeMemory } from './agent/agent.js';
+import { type MemorySummary, summarizeMemory } from './agent/agent.js';
 import { AgentClient, AgentRequestError } from './agent/client.js';
 import { runAgent } from './agent/run.js';
 import { launcherPath } from './binding.js';
-import { HotMemDevice, HotMemSysfs, type ReclaimReport } from './hotmem-device.js';
+import {
+  HotMemDevice,
+  HotMemSysfs,
+  type PartitionInfo,
+  type ReclaimReport,
+} from './hotmem-device.js';
 import { createLogger, type LoggerHandle } from './log.js';
 import { type MemoryBlock, MemoryBlocks } from './memory-blocks.js';
 import { PartitionManager } from './partition-manager.js';
@@ -282,7 +287,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
 
   async partitions(context) {
     expectArgs(context, 0, '');
-    const partitions: Array<PartitionView & { instance?: string | null }> = context.values.agent
+    const partitions: PartitionRow[] = context.values.agent
       ? await askAgent(() =>
           new AgentClient({ socketPath: context.values.agent as string }).partitions(),
         )
@@ -331,7 +336,6 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
       blocks: new MemoryBlocks({ root: context.root }),
       device,
       logger: context.log.logger,
-      autoReclaim: false,
     });
     try {
       await manager.init();
@@ -420,8 +424,11 @@ async function askAgent<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+/** What `hotmem partitions` shows of a partition, from the agent or from sysfs. */
+type PartitionRow = Omit<PartitionInfo, 'node'> & { instance?: string | null };
+
 /** Partitions as /sys/kernel/mm/hotmem shows them (readable without CAP_SYS_ADMIN). */
-async function sysfsPartitions(root: string): Promise<Array<PartitionView & { blocks: number[] }>> {
+async function sysfsPartitions(root: string): Promise<Array<PartitionRow & { blocks: number[] }>> {
   try {
     const partitions = await new HotMemSysfs({ root }).partitions();
     return partitions.map((partition) => ({ ...partition, nrBlocks: partition.blocks.length }));

@@ -7,10 +7,8 @@ export {
   type AgentEvent,
   type AgentHealth,
   type AgentOptions,
+  type AgentPartition,
   type MemorySummary,
-  type PartitionLease,
-  type PartitionSource,
-  type PartitionView,
   type Reaper,
 } from './agent/agent.js';
 export { AgentClient, AgentRequestError } from './agent/client.js';
@@ -77,6 +75,8 @@ export {
   type Acquired,
   type ManagerStatus,
   PartitionManager,
+  type PartitionManagerApi,
+  type PartitionManagerEvents,
   type PartitionManagerOptions,
 } from './partition-manager.js';
 export {

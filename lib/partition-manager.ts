@@ -1,12 +1,13 @@
 /**
- * Turns plugged, offline memory blocks into populated HotMem partitions for instances, and
- * reclaims them when the kernel reports them released.
+ * The mechanism of the partition lifecycle: populates HotMem partitions from hot-plugged offline
+ * memory blocks, reclaims a partition when asked, reports one snapshot of partitions and blocks,
+ * and passes the kernel's events on. It decides nothing: when to reclaim, and whether a reclaim
+ * is already under way, is its caller's policy (the agent's, or `hotmem run`'s).
  *
  * Memory the host plugs shows up as offline blocks (no auto-onlining); acquire() picks an EMPTY
  * partition and onlines whole blocks into it, waiting (bounded retries, growing delays) while
  * the host is still plugging. On any failure it offlines what it onlined. The kernel queues a
- * 'released' event once the last process bound to a partition is gone; the manager then reclaims
- * it (offlines its blocks with no page migration) unless autoReclaim is off.
+ * 'released' event once the last process bound to a partition is gone; the manager emits it.
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,8 +38,6 @@ export interface PartitionManagerOptions {
   now?: () => number;
   /** Waits between retries; tests inject one that advances their clock. */
   delay?: (ms: number) => Promise<void>;
-  /** Reclaim a partition as soon as the kernel reports it released (default true). */
-  autoReclaim?: boolean;
   /** Retry delays while waiting for plugged blocks: doubling from initialMs up to maxMs. */
   backoff?: { initialMs: number; maxMs: number };
 }
@@ -57,11 +56,13 @@ export interface Acquired {
   blocks: number[];
 }
 
+/** One look at the blocks and the partitions (one listing of the blocks). */
 export interface ManagerStatus {
   blockSize: number;
-  /** Memory Linux has added, online or not. */
-  pluggedBytes: number;
+  /** Every memory block Linux has, boot memory included, online or not. */
+  totalBytes: number;
   onlineBytes: number;
+  /** Offline blocks: hot-plugged memory in no partition yet, what acquire() draws on. */
   offlineBytes: number;
   /** Online bytes that belong to HotMem partitions. */
   partitionBytes: number;
@@ -74,9 +75,9 @@ const DEFAULT_BACKOFF = { initialMs: 10, maxMs: 1_000 };
 export interface PartitionManagerEvents {
   /** The last process bound to the partition is gone. */
   released: [{ partition: number }];
-  /** A reclaim this manager ran (on request or after a release) finished. */
+  /** A reclaim() finished: the partition's blocks are offline. */
   reclaimed: [ReclaimReport];
-  /** An automatic reclaim failed; the partition stays populated. */
+  /** A reclaim() failed; the partition stays populated. */
   reclaimFailed: [{ partition: number; error: unknown }];
   /** The partition ran out of memory and the kernel killed pid. */
   oom: [{ partition: number; pid: number }];
@@ -86,24 +87,45 @@ export interface PartitionManagerEvents {
   streamError: [{ error: Error }];
 }
 
-export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
+type PartitionManagerListener<E extends keyof PartitionManagerEvents> = (
+  ...args: PartitionManagerEvents[E]
+) => void;
+
+/** What the agent drives of the manager; its unit tests drive a fake that keeps the same rules. */
+export interface PartitionManagerApi {
+  init(): Promise<void>;
+  acquire(bytes: number, opts?: AcquireOptions): Promise<Acquired>;
+  reclaim(partition: number): Promise<ReclaimReport>;
+  status(): Promise<ManagerStatus>;
+  on<E extends keyof PartitionManagerEvents>(
+    event: E,
+    listener: PartitionManagerListener<E>,
+  ): unknown;
+  off<E extends keyof PartitionManagerEvents>(
+    event: E,
+    listener: PartitionManagerListener<E>,
+  ): unknown;
+}
+
+export class PartitionManager
+  extends EventEmitter<PartitionManagerEvents>
+  implements PartitionManagerApi
+{
   readonly #blocks: BlockSource;
   readonly #device: PartitionDevice;
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #delay: (ms: number) => Promise<void>;
-  readonly #autoReclaim: boolean;
   readonly #backoff: { initialMs: number; maxMs: number };
   /** Partitions populated (or being populated) and their blocks; never picked by acquire(). */
   readonly #populated = new Map<number, number[]>();
+  /** Partitions an in-flight acquire() is populating. */
+  readonly #acquiring = new Set<number>();
   /** Offline blocks an in-flight acquire() is onlining. */
   readonly #claimedBlocks = new Set<number>();
-  readonly #reclaiming = new Map<number, Promise<ReclaimReport>>();
   readonly #onEvent = (event: HotMemEvent) => this.#handleEvent(event);
-  readonly #onStreamError = (error: Error) => {
-    this.#log.error({ err: error }, 'event stream failed; released partitions go unnoticed');
-    this.emit('streamError', { error });
-  };
+  // Reported by whoever listens (the agent logs it): the manager only passes it on.
+  readonly #onStreamError = (error: Error) => this.emit('streamError', { error });
   #listening = false;
 
   constructor(opts: PartitionManagerOptions) {
@@ -113,14 +135,13 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
     this.#log = (opts.logger ?? pino({ enabled: false })).child({ component: 'partition-manager' });
     this.#now = opts.now ?? Date.now;
     this.#delay = opts.delay ?? ((ms) => sleep(ms));
-    this.#autoReclaim = opts.autoReclaim ?? true;
     this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
   }
 
   /**
    * Rebuilds the manager's view from the kernel (after an agent restart): populated partitions
-   * and their blocks. Populated partitions nobody is bound to are leftovers of an instance that
-   * never started; with autoReclaim they are reclaimed now.
+   * and their blocks, none of which acquire() will pick. It reclaims nothing: FREE leftovers are
+   * for the caller to reclaim.
    */
   async init(): Promise<void> {
     if (!this.#listening) {
@@ -142,10 +163,6 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
     }
     const spare = blocks.filter((b) => b.state === 'offline').length;
     this.#log.info({ spareBlocks: spare, populated: this.#populated.size }, 'initialised');
-    if (this.#autoReclaim) {
-      const leftovers = partitions.filter((p) => p.state === 'free').map((p) => p.id);
-      await Promise.all(leftovers.map((id) => this.#reclaimLogged(id)));
-    }
   }
 
   /** Stops following the device's events. */
@@ -178,6 +195,7 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
     const failedBlocks = new Map<number, unknown>();
     const deadline = this.#now() + timeoutMs;
     this.#populated.set(partition, onlined);
+    this.#acquiring.add(partition);
     try {
       for (let attempt = 0; ; attempt++) {
         const candidates = (await this.#blocks.list()).filter(
@@ -201,11 +219,13 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
           Math.min(this.#backoff.initialMs * 2 ** attempt, this.#backoff.maxMs, remaining),
         );
       }
+      // The kernel's own reclaim-on-release stays off: the caller decides when to reclaim.
       this.#device.setFlags(partition, { spill: opts.spill ?? false, autoReclaim: false });
     } catch (error) {
       await this.#rollback(partition, onlined);
       throw error;
     } finally {
+      this.#acquiring.delete(partition);
       for (const id of claimed) this.#claimedBlocks.delete(id);
     }
     const acquired = { partition, bytes: needed * blockSize, blocks: [...onlined] };
@@ -213,30 +233,31 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
     return acquired;
   }
 
-  /** Offlines every block of a FREE partition; concurrent calls share one reclaim. */
-  reclaim(partition: number): Promise<ReclaimReport> {
-    const running = this.#reclaiming.get(partition);
-    if (running) return running;
-    const reclaim = this.#device
-      .reclaim(partition)
-      .then((report) => {
-        this.#populated.delete(partition);
-        this.#log.info({ ...report, durationNs: String(report.durationNs) }, 'partition reclaimed');
-        this.emit('reclaimed', report);
-        return report;
-      })
-      .finally(() => this.#reclaiming.delete(partition));
-    this.#reclaiming.set(partition, reclaim);
-    return reclaim;
+  /**
+   * Offlines every block of a FREE partition (the kernel refuses a bound one, EBUSY). Each call
+   * asks the kernel: callers that may ask twice for one partition share the promise themselves.
+   */
+  async reclaim(partition: number): Promise<ReclaimReport> {
+    let report: ReclaimReport;
+    try {
+      report = await this.#device.reclaim(partition);
+    } catch (error) {
+      this.emit('reclaimFailed', { partition, error });
+      throw error;
+    }
+    this.#populated.delete(partition);
+    this.emit('reclaimed', report);
+    return report;
   }
 
+  /** The partitions as the kernel reports them and the blocks, from one listing of the blocks. */
   async status(): Promise<ManagerStatus> {
     const blocks = await this.#blocks.list();
     const bytesOf = (filter: (b: MemoryBlock) => boolean) =>
       blocks.filter(filter).reduce((sum, b) => sum + b.size, 0);
     return {
       blockSize: this.#blocks.blockSize(),
-      pluggedBytes: bytesOf(() => true),
+      totalBytes: bytesOf(() => true),
       onlineBytes: bytesOf((b) => b.state === 'online'),
       offlineBytes: bytesOf((b) => b.state === 'offline'),
       partitionBytes: bytesOf((b) => b.partition !== null),
@@ -306,36 +327,24 @@ export class PartitionManager extends EventEmitter<PartitionManagerEvents> {
     if (onlined.length === 0) this.#populated.delete(partition);
   }
 
-  #reclaimLogged(partition: number): Promise<void> {
-    return this.reclaim(partition).then(
-      () => undefined,
-      (error) => {
-        this.#log.error({ partition, err: error }, 'reclaim failed');
-        this.emit('reclaimFailed', { partition, error });
-      },
-    );
-  }
-
   #handleEvent(event: HotMemEvent): void {
     switch (event.type) {
       case 'released':
         this.#log.info({ partition: event.partition }, 'partition released');
         this.emit('released', { partition: event.partition });
-        if (this.#autoReclaim) void this.#reclaimLogged(event.partition);
         break;
       case 'reclaimed':
-        // Our own reclaims are reported by reclaim(); this one the kernel did by itself.
-        if (!this.#reclaiming.has(event.partition)) {
-          this.#populated.delete(event.partition);
-          this.#log.info({ partition: event.partition, bytes: event.data }, 'kernel reclaimed');
-        }
+        // After reclaim(), or a virtio-mem unplug that emptied a free partition: it is EMPTY and
+        // may be populated again. The event of an earlier reclaim can arrive after a new
+        // acquire() picked the partition; that one keeps it.
+        if (!this.#acquiring.has(event.partition)) this.#populated.delete(event.partition);
+        this.#log.debug({ partition: event.partition, bytes: event.data }, 'partition emptied');
         break;
       case 'oom':
         this.#log.warn({ partition: event.partition, pid: event.data }, 'partition exhausted');
         this.emit('oom', { partition: event.partition, pid: event.data });
         break;
       case 'overflow':
-        this.#log.warn({ dropped: event.data }, 'kernel dropped events');
         this.emit('overflow', { dropped: event.data });
         break;
     }

@@ -2,8 +2,12 @@
  * The agent's state and behaviour, without HTTP: instances, their partitions, reclaim after
  * release, events, metrics, adoption after a restart, orderly shutdown.
  *
- * Every dependency is injected: the partition source (PartitionManager in production, a fake in
- * unit tests), the cgroup tree, the launcher, the pidfd and reaper primitives.
+ * The agent owns every partition policy: when a partition is reclaimed (after its release, at
+ * start, at shutdown, after dropped kernel events), that one reclaim runs per partition at a time,
+ * and that each is timed and reported once. The PartitionManager only does what it is asked.
+ *
+ * Every dependency is injected: the PartitionManager (a fake in unit tests), the cgroup tree, the
+ * launcher, the pidfd and reaper primitives.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { CgroupTree } from '../cgroup.js';
-import type { PartitionInfo, PartitionState, ReclaimReport } from '../hotmem-device.js';
+import type { PartitionInfo, PartitionState } from '../hotmem-device.js';
 import { CleanupStack } from '../instance/cleanup-stack.js';
 import { InvocationError, type InvocationResult } from '../instance/http-endpoint.js';
 import {
@@ -27,6 +31,7 @@ import {
   pidExists,
   SpawnError,
 } from '../instance/instance.js';
+import type { Acquired, ManagerStatus, PartitionManagerApi } from '../partition-manager.js';
 import { AgentError } from './errors.js';
 import { Histogram, type MetricFamily, RECLAIM_BUCKETS_SECONDS, renderMetrics } from './metrics.js';
 import {
@@ -43,40 +48,8 @@ const DEFAULT_RETAIN_EXITED = 256;
 
 const PARTITION_STATES: readonly PartitionState[] = ['empty', 'free', 'bound', 'reclaiming'];
 
-/** What the agent reads of a partition. */
-export type PartitionView = Pick<
-  PartitionInfo,
-  | 'id'
-  | 'state'
-  | 'nrBlocks'
-  | 'presentBytes'
-  | 'freeBytes'
-  | 'boundMms'
-  | 'spilledPages'
-  | 'oomKills'
->;
-
-export interface PartitionLease {
-  partition: number;
-  bytes: number;
-  blocks: number;
-}
-
-/** The partition manager as the agent uses it. */
-export interface PartitionSource {
-  init(): Promise<void>;
-  acquire(bytes: number, options: { timeoutMs: number; spill: boolean }): Promise<PartitionLease>;
-  reclaim(partition: number): Promise<ReclaimReport>;
-  partitions(): Promise<PartitionView[]>;
-  /** The kernel reported the partition's last mm gone: it is FREE and reclaimable. */
-  onReleased(listener: (partition: number) => void): () => void;
-  /** The kernel dropped events: some releases may have gone unseen. */
-  onOverflow?(listener: () => void): () => void;
-  /** The kernel's event stream failed: no release will be seen any more. */
-  onStreamError?(listener: (error: Error) => void): () => void;
-  /** Memory the host plugged that is not in a partition yet (offline blocks). */
-  spare?(): Promise<BlockCount>;
-}
+/** A partition as the kernel reports it, with the instance the agent populated it for. */
+export type AgentPartition = PartitionInfo & { instance: string | null };
 
 export interface BlockCount {
   blocks: number;
@@ -92,7 +65,7 @@ export interface Reaper {
 
 export interface AgentOptions {
   /** null: HotMem is not available; instances run unbound. */
-  partitions: PartitionSource | null;
+  partitions: PartitionManagerApi | null;
   cgroups: CgroupTree;
   /** null: no hotmem-exec; instances run unbound even if partitions exist. */
   launcher: Launcher | null;
@@ -107,8 +80,6 @@ export interface AgentOptions {
   stateDir?: string;
   acquireTimeoutMs?: number;
   spill?: boolean;
-  /** Reclaim a partition as soon as the kernel reports it released (default true). */
-  reclaimOnRelease?: boolean;
   stopGraceMs?: number;
   retainExited?: number;
   /** Log instances' output line by line (default off: one instance could flood the log). */
@@ -226,23 +197,7 @@ export class Agent {
     }
     if (partitions) {
       await partitions.init();
-      this.disposers.push(partitions.onReleased((partition) => this.onReleased(partition)));
-      if (partitions.onOverflow) {
-        this.disposers.push(
-          partitions.onOverflow(() => {
-            this.logger.warn('kernel dropped events: reclaiming every unused partition');
-            void this.reclaimUnused();
-          }),
-        );
-      }
-      if (partitions.onStreamError) {
-        this.disposers.push(
-          partitions.onStreamError((error) => {
-            this.eventStreamFailed = true;
-            this.logger.error({ err: error }, 'kernel event stream failed: releases go unseen');
-          }),
-        );
-      }
+      this.followPartitionEvents(partitions);
     }
     if (partitions && !this.options.launcher) {
       this.logger.warn('HotMem is available but hotmem-exec is not: instances will run unbound');
@@ -304,8 +259,7 @@ export class Agent {
     } catch (error) {
       await cleanup.unwind(this.logger);
       // Acquired but never bound: no release will ever be reported for it.
-      if (partition !== null && this.options.reclaimOnRelease !== false)
-        void this.reclaim(partition);
+      if (partition !== null) void this.reclaim(partition);
       if (error instanceof SpawnError) throw new AgentError('HOTMEM_SPAWN_FAILED', error.message);
       throw error;
     }
@@ -373,14 +327,14 @@ export class Agent {
     return instance.summary();
   }
 
-  async partitions(): Promise<Array<PartitionView & { instance: string | null }>> {
-    const views = await this.requirePartitions().partitions();
-    return views.map((view) => ({ ...view, instance: this.leases.get(view.id) ?? null }));
+  async partitions(): Promise<AgentPartition[]> {
+    const { partitions } = await this.requirePartitions().status();
+    return partitions.map((info) => ({ ...info, instance: this.leases.get(info.id) ?? null }));
   }
 
+  /** From one status() of the manager: one listing of the memory blocks per call. */
   async memory(): Promise<MemorySummary> {
-    const source = this.requirePartitions();
-    return summarizeMemory(await source.partitions(), await source.spare?.());
+    return summarizeStatus(await this.requirePartitions().status());
   }
 
   health(): AgentHealth {
@@ -499,25 +453,48 @@ export class Agent {
     this.logger.info('agent stopped');
   }
 
+  private followPartitionEvents(partitions: PartitionManagerApi): void {
+    const onReleased = ({ partition }: { partition: number }) => {
+      this.emit({ type: 'partition-released', partition });
+      void this.reclaim(partition);
+    };
+    const onOverflow = () => {
+      this.logger.warn('kernel dropped events: reclaiming every unused partition');
+      void this.reclaimUnused();
+    };
+    const onStreamError = ({ error }: { error: Error }) => {
+      this.eventStreamFailed = true;
+      this.logger.error({ err: error }, 'kernel event stream failed: releases go unseen');
+    };
+    partitions.on('released', onReleased);
+    partitions.on('overflow', onOverflow);
+    partitions.on('streamError', onStreamError);
+    this.disposers.push(() => {
+      partitions.off('released', onReleased);
+      partitions.off('overflow', onOverflow);
+      partitions.off('streamError', onStreamError);
+    });
+  }
+
   /**
    * Reclaims every populated partition no running instance holds: left free by instances that
    * ended while no agent was watching, or by those just stopped at shutdown.
    */
   private async reclaimUnused(): Promise<void> {
     const { partitions } = this.options;
-    if (!partitions || this.options.reclaimOnRelease === false) return;
+    if (!partitions) return;
     const held = new Set(
       this.runningInstances()
         .map((instance) => instance.partition)
         .filter((partition) => partition !== null),
     );
-    const unused = (await partitions.partitions()).filter(
-      (view) => view.state === 'free' && !held.has(view.id),
+    const unused = (await partitions.status()).partitions.filter(
+      (info) => info.state === 'free' && !held.has(info.id),
     );
-    await Promise.all(unused.map((view) => this.reclaim(view.id)));
+    await Promise.all(unused.map((info) => this.reclaim(info.id)));
   }
 
-  private async acquire(source: PartitionSource, bytes: number): Promise<PartitionLease> {
+  private async acquire(source: PartitionManagerApi, bytes: number): Promise<Acquired> {
     try {
       return await source.acquire(bytes, {
         timeoutMs: this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS,
@@ -534,11 +511,6 @@ export class Agent {
       }
       throw error;
     }
-  }
-
-  private onReleased(partition: number): void {
-    this.emit({ type: 'partition-released', partition });
-    if (this.options.reclaimOnRelease !== false) void this.reclaim(partition);
   }
 
   /** One reclaim per partition at a time; the outcome is reported as an event, never thrown. */
@@ -712,7 +684,7 @@ export class Agent {
     }
   }
 
-  private requirePartitions(): PartitionSource {
+  private requirePartitions(): PartitionManagerApi {
     if (!this.options.partitions) {
       throw new AgentError(
         'HOTMEM_UNAVAILABLE',
@@ -727,9 +699,17 @@ export class Agent {
   }
 }
 
+/** The manager's status as /v1/memory reports it: spare is its offline blocks. */
+export function summarizeStatus(status: ManagerStatus): MemorySummary {
+  return summarizeMemory(status.partitions, {
+    blocks: status.offlineBytes / status.blockSize,
+    bytes: status.offlineBytes,
+  });
+}
+
 export function summarizeMemory(
-  views: Array<Pick<PartitionView, 'state' | 'nrBlocks' | 'presentBytes'>>,
-  spare: BlockCount = { blocks: 0, bytes: 0 },
+  views: Array<Pick<PartitionInfo, 'state' | 'nrBlocks' | 'presentBytes'>>,
+  spare: BlockCount,
 ): MemorySummary {
   const summary: MemorySummary = {
     plugged: { ...spare },

@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { InvocationResult } from '../instance/http-endpoint.js';
 import type { InstanceSummary } from '../instance/instance.js';
-import type { AgentEvent, AgentHealth, MemorySummary, PartitionView } from './agent.js';
+import type { AgentEvent, AgentHealth, AgentPartition, MemorySummary } from './agent.js';
 import {
   type CreateInstanceRequest,
   DEFAULT_INVOKE_TIMEOUT_MS,
@@ -43,7 +43,7 @@ export class AgentClient {
     return this.json('GET', '/v1/health') as Promise<AgentHealth>;
   }
 
-  async partitions(): Promise<Array<PartitionView & { instance: string | null }>> {
+  async partitions(): Promise<AgentPartition[]> {
     return ((await this.json('GET', '/v1/partitions')) as { partitions: never }).partitions;
   }
 

@@ -19,7 +19,7 @@ import {
   reapOrphans,
   setChildSubreaper,
 } from '../process.js';
-import { Agent, DEFAULT_STATE_DIR, type PartitionSource, type Reaper } from './agent.js';
+import { Agent, DEFAULT_STATE_DIR, type Reaper } from './agent.js';
 import { AgentServer, DEFAULT_SOCKET_PATH, type Endpoint } from './server.js';
 
 export interface RunAgentOptions {
@@ -46,7 +46,7 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
   if (options.unbound) logger.info('--unbound: HotMem left unused, instances run unbound');
   const launcher = hotmem ? findLauncher(devicePath({ root: options.root }), logger) : null;
   const agent = new Agent({
-    partitions: hotmem?.source ?? null,
+    partitions: hotmem?.manager ?? null,
     cgroups: new CgroupTree(options.cgroupRoot ?? DEFAULT_CGROUP_ROOT),
     launcher,
     pidfds: native?.pidfds ?? null,
@@ -129,59 +129,18 @@ function findLauncher(device: string, logger: Logger): Launcher | null {
 function openHotMem(
   root: string,
   logger: Logger,
-): { source: PartitionSource; close(): void } | null {
+): { manager: PartitionManager; close(): void } | null {
   if (!HotMemDevice.available({ root })) {
     logger.warn({ root }, 'no usable /dev/hotmem: HotMem unavailable, instances run unbound');
     return null;
   }
   const device = HotMemDevice.open({ root });
-  // The agent decides when to reclaim, so that every reclaim is timed and reported once.
-  const manager = new PartitionManager({
-    blocks: new MemoryBlocks({ root }),
-    device,
-    logger,
-    autoReclaim: false,
-  });
+  const manager = new PartitionManager({ blocks: new MemoryBlocks({ root }), device, logger });
   return {
-    source: partitionSource(manager),
+    manager,
     close() {
       manager.close();
       device.close();
-    },
-  };
-}
-
-/** The agent's view of the PartitionManager. */
-export function partitionSource(manager: PartitionManager): PartitionSource {
-  return {
-    init: () => manager.init(),
-    async acquire(bytes, acquireOptions) {
-      const acquired = await manager.acquire(bytes, acquireOptions);
-      return {
-        partition: acquired.partition,
-        bytes: acquired.bytes,
-        blocks: acquired.blocks.length,
-      };
-    },
-    reclaim: (partition) => manager.reclaim(partition),
-    partitions: async () => (await manager.status()).partitions,
-    onReleased(listener) {
-      const forward = ({ partition }: { partition: number }) => listener(partition);
-      manager.on('released', forward);
-      return () => manager.off('released', forward);
-    },
-    async spare() {
-      const status = await manager.status();
-      return { blocks: status.offlineBytes / status.blockSize, bytes: status.offlineBytes };
-    },
-    onOverflow(listener) {
-      manager.on('overflow', listener);
-      return () => manager.off('overflow', listener);
-    },
-    onStreamError(listener) {
-      const forward = ({ error }: { error: Error }) => listener(error);
-      manager.on('streamError', forward);
-      return () => manager.off('streamError', forward);
     },
   };
 }

@@ -11,9 +11,7 @@ import { MIB } from './fixtures/sysfs-tree.js';
 const BLOCK = 128 * MIB;
 
 /** A manager on a fake kernel with a fake clock that only moves when the manager waits. */
-function setup(
-  opts: { partitions?: number; autoReclaim?: boolean; onDelay?: (ms: number) => void } = {},
-) {
+function setup(opts: { partitions?: number; onDelay?: (ms: number) => void } = {}) {
   const kernel = new FakeHotplugKernel(BLOCK, { partitions: opts.partitions ?? 4, bootBlocks: 2 });
   let clock = 0;
   const delays: number[] = [];
@@ -26,7 +24,6 @@ function setup(
       clock += ms;
       opts.onDelay?.(ms);
     },
-    autoReclaim: opts.autoReclaim,
   });
   return { kernel, manager, delays };
 }
@@ -148,25 +145,9 @@ describe('PartitionManager.acquire (fake kernel)', () => {
 });
 
 describe('PartitionManager release and reclaim (fake kernel)', () => {
-  it('reclaims a partition when the kernel reports it released', async () => {
+  // Reclaiming on release is the agent's decision: test/unit/agent/agent-partition-manager.test.ts.
+  it('leaves released partitions alone: when to reclaim is for its caller to decide', async () => {
     const { kernel, manager } = setup();
-    await manager.init();
-    kernel.plug(2);
-    const { partition } = await manager.acquire(2 * BLOCK);
-    kernel.bindProcess(partition);
-    const released = once(manager, 'released');
-    const reclaimed = once(manager, 'reclaimed');
-    kernel.releaseProcess(partition);
-    expect(await released).toEqual([{ partition }]);
-    expect(await reclaimed).toEqual([
-      { partition, blocks: 2, bytes: 2 * BLOCK, durationNs: 1000n, pagesMigrated: 0 },
-    ]);
-    expect(kernel.partition(partition).state).toBe('empty');
-    manager.close();
-  });
-
-  it('leaves released partitions alone with autoReclaim off', async () => {
-    const { kernel, manager } = setup({ autoReclaim: false });
     await manager.init();
     kernel.plug(1);
     const { partition } = await manager.acquire(BLOCK);
@@ -178,27 +159,37 @@ describe('PartitionManager release and reclaim (fake kernel)', () => {
     expect(kernel.partition(partition).state).toBe('free');
   });
 
-  it('reports a failed automatic reclaim as reclaimFailed', async () => {
+  it('reports a failed reclaim as reclaimFailed and rejects', async () => {
     const { kernel, manager } = setup();
-    await manager.init();
     kernel.plug(1);
     const { partition } = await manager.acquire(BLOCK);
-    const failed = once(manager, 'reclaimFailed');
-    // A release event for a partition that is bound again by the time the reclaim runs.
     kernel.bindProcess(partition);
-    kernel.queue('released', partition, 0);
+    const failed = once(manager, 'reclaimFailed');
+    await expect(manager.reclaim(partition)).rejects.toMatchObject({ code: 'EBUSY' });
     const [{ partition: which, error }] = (await failed) as [{ partition: number; error: Error }];
     expect(which).toBe(partition);
     expect(error).toMatchObject({ code: 'EBUSY' });
   });
 
-  it('shares one reclaim between concurrent callers', async () => {
-    const { kernel, manager } = setup();
-    kernel.plug(1);
-    const { partition } = await manager.acquire(BLOCK);
-    const [a, b] = await Promise.all([manager.reclaim(partition), manager.reclaim(partition)]);
-    expect(a).toBe(b);
-    expect(kernel.calls.filter((c) => c === `reclaim ${partition}`)).toHaveLength(1);
+  it('keeps a partition an acquire() is populating when an earlier reclaimed event arrives', async () => {
+    let kernel: FakeHotplugKernel | undefined;
+    let second: Promise<unknown> | undefined;
+    const env = setup({
+      onDelay: () => {
+        if (env.delays.length !== 1 || !kernel) return;
+        // Partition 0 is being populated (no block plugged yet) when the event of its last
+        // reclaim comes in late; a second acquire() must still not pick it.
+        kernel.queue('reclaimed', 0, BLOCK);
+        kernel.plug(2);
+        second = env.manager.acquire(BLOCK, { timeoutMs: 0 }).catch((error: unknown) => error);
+      },
+    });
+    kernel = env.kernel;
+    await env.manager.init();
+    const first = await env.manager.acquire(BLOCK, { timeoutMs: 5_000 });
+    expect(first.partition).toBe(0);
+    expect(await second).toMatchObject({ partition: 1 });
+    env.manager.close();
   });
 
   it('forwards oom and overflow events', async () => {
@@ -227,7 +218,7 @@ describe('PartitionManager and a failing event stream (fake kernel)', () => {
 });
 
 describe('PartitionManager.init after a restart (fake kernel)', () => {
-  it('keeps bound partitions, reclaims leftover free ones and never reuses either', async () => {
+  it('never reuses a populated partition and reclaims nothing itself', async () => {
     const { kernel } = setup();
     const before = new PartitionManager({ blocks: kernel, device: kernel });
     kernel.plug(3);
@@ -236,25 +227,24 @@ describe('PartitionManager.init after a restart (fake kernel)', () => {
     kernel.bindProcess(bound.partition);
 
     const after = new PartitionManager({ blocks: kernel, device: kernel });
-    const reclaimed = once(after, 'reclaimed');
     await after.init();
-    expect((await reclaimed)[0]).toMatchObject({ partition: leftover.partition });
-    expect(kernel.partition(bound.partition).state).toBe('bound');
-    expect(kernel.partition(leftover.partition).state).toBe('empty');
+    expect(kernel.calls.filter((call) => call.startsWith('reclaim'))).toEqual([]);
+    expect(kernel.partition(leftover.partition).state).toBe('free');
     const next = await after.acquire(BLOCK);
-    expect(next.partition).not.toBe(bound.partition);
+    expect([bound.partition, leftover.partition]).not.toContain(next.partition);
+    after.close();
   });
 });
 
 describe('PartitionManager.status (fake kernel)', () => {
-  it('sums plugged, online, offline and partition bytes from the blocks', async () => {
+  it('sums all, online, offline and partition bytes from the blocks', async () => {
     const { kernel, manager } = setup();
     kernel.plug(3);
     await manager.acquire(BLOCK);
     const status = await manager.status();
     expect(status).toMatchObject({
       blockSize: BLOCK,
-      pluggedBytes: 5 * BLOCK,
+      totalBytes: 5 * BLOCK,
       onlineBytes: 3 * BLOCK,
       offlineBytes: 2 * BLOCK,
       partitionBytes: BLOCK,

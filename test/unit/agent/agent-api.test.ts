@@ -281,6 +281,7 @@ describe('agent API with partitions (fake partition manager, stand-in launcher)'
       state: 'empty',
       instance: null,
     });
+    partitions.unplug(2); // the host takes back what was reclaimed
 
     const metrics = (await harness.client.json('GET', '/metrics')) as string;
     expect(metrics).toContain('hotmem_reclaim_duration_seconds_count 1\n');
@@ -302,7 +303,8 @@ describe('agent API with partitions (fake partition manager, stand-in launcher)'
   });
 
   it('answers HOTMEM_NO_PARTITION when none can be populated in time', async () => {
-    const partitions = new FakePartitionManager(1);
+    // Memory for one instance: the second waits for the host to plug more, in vain.
+    const partitions = new FakePartitionManager(2, 1);
     harness = await startHarness({ partitions, acquireTimeoutMs: 100 });
     await harness.client.createInstance({ command: ['sleep', '30'], memoryBytes: 8 * MiB });
     await expectError(

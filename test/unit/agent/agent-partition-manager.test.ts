@@ -1,7 +1,7 @@
-// The agent driving the real PartitionManager through partitionSource(), with the in-memory fake
-// kernel of test/unit/fixtures standing in for sysfs and /dev/hotmem, and the stand-in launcher.
+// The agent driving the real PartitionManager, with the in-memory fake kernel of
+// test/unit/fixtures standing in for sysfs and /dev/hotmem, and the stand-in launcher.
+import { once } from 'node:events';
 import { afterEach, expect, it } from 'vitest';
-import { partitionSource } from '../../../lib/agent/run.js';
 import { silentLogger } from '../../../lib/log.js';
 import { PartitionManager } from '../../../lib/partition-manager.js';
 import { FakeHotplugKernel } from '../fixtures/fake-hotplug-kernel.js';
@@ -15,17 +15,12 @@ afterEach(async () => {
   harness = undefined;
 });
 
-/** An agent over a PartitionManager (no auto-reclaim, as in production) and a fake kernel. */
+/** An agent over a PartitionManager and a fake kernel, as in production. */
 async function startOverFakeKernel(pluggedBlocks: number) {
   const kernel = new FakeHotplugKernel(128 * MiB, { partitions: 2, bootBlocks: 8 });
   kernel.plug(pluggedBlocks);
-  const manager = new PartitionManager({
-    blocks: kernel,
-    device: kernel,
-    logger: silentLogger(),
-    autoReclaim: false,
-  });
-  const started = await startHarness({ partitions: partitionSource(manager) });
+  const manager = new PartitionManager({ blocks: kernel, device: kernel, logger: silentLogger() });
+  const started = await startHarness({ partitions: manager });
   harness = started;
   return { kernel, manager, client: started.client };
 }
@@ -76,5 +71,83 @@ it('reclaims unused partitions when the kernel dropped events, and reports a fai
 
   kernel.emit('error', new Error('read /dev/hotmem: EIO'));
   expect(await client.health()).toMatchObject({ status: 'degraded' });
+  manager.close();
+});
+
+// What the PartitionManager did on its own before the agent owned the reclaim policy.
+
+it('reclaims a partition when the kernel reports it released', async () => {
+  const { kernel, manager } = await startOverFakeKernel(2);
+  const { partition } = await manager.acquire(2 * 128 * MiB);
+  kernel.bindProcess(partition);
+  const released = once(manager, 'released');
+  const reclaimed = once(manager, 'reclaimed');
+  kernel.releaseProcess(partition);
+  expect(await released).toEqual([{ partition }]);
+  expect(await reclaimed).toEqual([
+    { partition, blocks: 2, bytes: 256 * MiB, durationNs: 1000n, pagesMigrated: 0 },
+  ]);
+  expect(kernel.partition(partition).state).toBe('empty');
+  manager.close();
+});
+
+it('reports a failed reclaim after a release as reclaimFailed', async () => {
+  const { kernel, manager } = await startOverFakeKernel(1);
+  const { partition } = await manager.acquire(128 * MiB);
+  const failed = once(manager, 'reclaimFailed');
+  // A release event for a partition that is bound again by the time the reclaim runs.
+  kernel.bindProcess(partition);
+  kernel.queue('released', partition, 0);
+  const [{ partition: which, error }] = (await failed) as [{ partition: number; error: Error }];
+  expect(which).toBe(partition);
+  expect(error).toMatchObject({ code: 'EBUSY' });
+  manager.close();
+});
+
+it('runs one reclaim for a partition released twice in a row', async () => {
+  const { kernel, manager } = await startOverFakeKernel(1);
+  const { partition } = await manager.acquire(128 * MiB);
+  const reports: unknown[] = [];
+  manager.on('reclaimed', (report) => reports.push(report));
+  kernel.queue('released', partition, 0);
+  kernel.queue('released', partition, 0);
+  await expect.poll(() => reports.length).toBe(1);
+  await harness?.agent.shutdown();
+  expect(reports).toHaveLength(1);
+  expect(kernel.calls.filter((c) => c === `reclaim ${partition}`)).toHaveLength(1);
+  manager.close();
+});
+
+it('at start keeps bound partitions, reclaims leftover free ones and never reuses either', async () => {
+  const kernel = new FakeHotplugKernel(128 * MiB, { partitions: 4, bootBlocks: 2 });
+  const before = new PartitionManager({ blocks: kernel, device: kernel });
+  kernel.plug(3);
+  const bound = await before.acquire(128 * MiB);
+  const leftover = await before.acquire(128 * MiB);
+  kernel.bindProcess(bound.partition);
+
+  const after = new PartitionManager({ blocks: kernel, device: kernel });
+  const reclaimed = once(after, 'reclaimed');
+  harness = await startHarness({ partitions: after });
+  expect((await reclaimed)[0]).toMatchObject({ partition: leftover.partition });
+  expect(kernel.partition(bound.partition).state).toBe('bound');
+  expect(kernel.partition(leftover.partition).state).toBe('empty');
+  const next = await after.acquire(128 * MiB);
+  expect(next.partition).not.toBe(bound.partition);
+  after.close();
+});
+
+it('lists the memory blocks once per GET /v1/memory and per GET /metrics', async () => {
+  const { kernel, manager, client } = await startOverFakeKernel(2);
+  const list = kernel.list.bind(kernel);
+  let listings = 0;
+  kernel.list = () => {
+    listings += 1;
+    return list();
+  };
+  await client.memory();
+  expect(listings).toBe(1);
+  await client.json('GET', '/metrics');
+  expect(listings).toBe(2);
   manager.close();
 });
