@@ -21,6 +21,7 @@
             'native/errors.cc',
             'native/sysfs.cc',
             'native/memory_blocks.cc',
+            'native/bind.cc',
             'native/hotmem_device.cc',
             'native/device_events.cc',
             'native/process.cc',
@@ -33,7 +34,7 @@
       'type': 'executable',
       'conditions': [
         ['OS=="linux"', {
-          'sources': ['native/hotmem_exec.cc'],
+          'sources': ['native/hotmem_exec.cc', 'native/bind.cc'],
         }],
       ],
     },

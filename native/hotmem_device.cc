@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "bind.h"
 #include "device_events.h"
 #include "promise_worker.h"
 
@@ -36,13 +37,21 @@ Napi::BigInt U64(Napi::Env env, __u64 value) {
 
 class BindWorker : public PromiseWorker {
  public:
-  BindWorker(Napi::Env env, int fd, std::string path, const struct hotmem_bind& bind)
-      : PromiseWorker(env, "hotmem:bind"), fd_(fd), path_(std::move(path)), bind_(bind) {}
+  BindWorker(Napi::Env env, int fd, std::string path, int pidfd, uint32_t partition,
+             int32_t wait_ms)
+      : PromiseWorker(env, "hotmem:bind"),
+        fd_(fd),
+        path_(std::move(path)),
+        pidfd_(pidfd),
+        partition_(partition),
+        wait_ms_(wait_ms) {}
   ~BindWorker() override { close(fd_); }
 
  private:
   void Execute() override {
-    if (RetryIoctl(fd_, HOTMEM_IOC_BIND, &bind_) < 0) failure_.Set(errno, "ioctl", path_);
+    if (BindToPartition(fd_, pidfd_, partition_, wait_ms_) < 0) {
+      failure_.Set(errno, "ioctl", path_);
+    }
   }
   void Decorate(Napi::Error& error) override {
     error.Set("request", Napi::String::New(Env(), "HOTMEM_IOC_BIND"));
@@ -50,7 +59,9 @@ class BindWorker : public PromiseWorker {
 
   int fd_;
   std::string path_;
-  struct hotmem_bind bind_;
+  int pidfd_;
+  uint32_t partition_;
+  int32_t wait_ms_;
 };
 
 class ReclaimWorker : public PromiseWorker {
@@ -178,17 +189,11 @@ Napi::Value HotMemDevice::PartitionInfo(const Napi::CallbackInfo& info) {
 // unpopulated; waitMs >= 0: HOTMEM_BIND_WAIT with that timeout (0 waits forever, as the uapi says).
 Napi::Value HotMemDevice::Bind(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  struct hotmem_bind bind = {};
-  bind.size = sizeof(bind);
-  bind.pidfd = ArgInt32(info, 0, "pidfd");
-  bind.partition = ArgUint32(info, 1, "partition");
+  int32_t pidfd = ArgInt32(info, 0, "pidfd");
+  uint32_t partition = ArgUint32(info, 1, "partition");
   int32_t wait_ms = ArgInt32(info, 2, "waitMs");
-  if (wait_ms >= 0) {
-    bind.flags = HOTMEM_BIND_WAIT;
-    bind.timeout_ns = static_cast<__u64>(wait_ms) * 1000000ULL;
-  }
   int fd = DupFd(env, "bind");
-  return (new BindWorker(env, fd, path_, bind))->Start();
+  return (new BindWorker(env, fd, path_, pidfd, partition, wait_ms))->Start();
 }
 
 // setFlags(partition, flags): replaces the partition's HOTMEM_PARTITION_* set.

@@ -7,15 +7,16 @@
 // shell use them); otherwise the command's own.
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/hotmem.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "bind.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -108,20 +109,10 @@ void BindSelf(const Options& options) {
   if (device < 0) Fail(kExitSetupFailed, what + ": open", errno);
   long pidfd = syscall(SYS_pidfd_open, getpid(), 0);
   if (pidfd < 0) Fail(kExitSetupFailed, what + ": pidfd_open", errno);
-
-  struct hotmem_bind bind = {};
-  bind.size = sizeof(bind);
-  bind.pidfd = static_cast<__s32>(pidfd);
-  bind.partition = static_cast<__u32>(options.partition);
-  if (options.wait_ms >= 0) {
-    bind.flags = HOTMEM_BIND_WAIT;
-    bind.timeout_ns = static_cast<__u64>(options.wait_ms) * 1000000ULL;
+  if (hotmem::BindToPartition(device, static_cast<int>(pidfd),
+                              static_cast<uint32_t>(options.partition), options.wait_ms) < 0) {
+    Fail(kExitSetupFailed, what + ": ioctl HOTMEM_IOC_BIND", errno);
   }
-  int ret;
-  do {
-    ret = ioctl(device, HOTMEM_IOC_BIND, &bind);
-  } while (ret < 0 && errno == EINTR);
-  if (ret < 0) Fail(kExitSetupFailed, what + ": ioctl HOTMEM_IOC_BIND", errno);
   close(static_cast<int>(pidfd));
   close(device);
 }
