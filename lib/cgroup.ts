@@ -10,6 +10,7 @@ import { constants as fsConstants } from 'node:fs';
 import { access, mkdir, readdir, readFile, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isErrnoError } from './errors.js';
 
 export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
 export const HOTMEM_GROUP = 'hotmem';
@@ -93,7 +94,7 @@ export class CgroupTree {
         .map((entry) => entry.name)
         .sort();
     } catch (error) {
-      if (isErrno(error, 'ENOENT')) return [];
+      if (isErrnoError(error, 'ENOENT')) return [];
       throw error;
     }
   }
@@ -186,9 +187,9 @@ export class InstanceCgroup {
         await rmdir(this.path);
         return;
       } catch (error) {
-        if (isErrno(error, 'ENOENT')) return;
+        if (isErrnoError(error, 'ENOENT')) return;
         // EBUSY while exited tasks are still being unlinked from the group.
-        if (!isErrno(error, 'EBUSY') || Date.now() > deadline) throw error;
+        if (!isErrnoError(error, 'EBUSY') || Date.now() > deadline) throw error;
         await sleep(REMOVE_RETRY_STEP_MS);
       }
     }
@@ -207,11 +208,7 @@ async function readOptional(file: string): Promise<string | undefined> {
   try {
     return await readFile(file, 'utf8');
   } catch (error) {
-    if (isErrno(error, 'ENOENT')) return undefined;
+    if (isErrnoError(error, 'ENOENT')) return undefined;
     throw error;
   }
-}
-
-export function isErrno(error: unknown, code: string): boolean {
-  return error instanceof Error && (error as NodeJS.ErrnoException).code === code;
 }

@@ -3,12 +3,16 @@
  * path); library-level failures are HotMemErrors with an ERR_* code; bad arguments are TypeErrors.
  */
 
-/** True for a Node-style system error (has a string `code` and a numeric `errno`). */
-export function isErrnoError(e: unknown): e is NodeJS.ErrnoException {
+/**
+ * True for a Node-style system error (has a string `code` and a numeric `errno`), and when `code`
+ * is given, for one with that code: `isErrnoError(error, 'ENOENT')`.
+ */
+export function isErrnoError(e: unknown, code?: string): e is NodeJS.ErrnoException {
   return (
     e instanceof Error &&
     typeof (e as NodeJS.ErrnoException).code === 'string' &&
-    typeof (e as NodeJS.ErrnoException).errno === 'number'
+    typeof (e as NodeJS.ErrnoException).errno === 'number' &&
+    (code === undefined || (e as NodeJS.ErrnoException).code === code)
   );
 }
 

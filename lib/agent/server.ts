@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type stream from 'node:stream';
 import type { Logger } from 'pino';
-import { isErrno } from '../cgroup.js';
+import { isErrnoError } from '../errors.js';
 import type { Agent } from './agent.js';
 import { AgentError, toAgentError } from './errors.js';
 import {
@@ -567,6 +567,6 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   try {
     await unlink(socketPath);
   } catch (error) {
-    if (!isErrno(error, 'ENOENT')) throw error;
+    if (!isErrnoError(error, 'ENOENT')) throw error;
   }
 }

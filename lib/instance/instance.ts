@@ -21,7 +21,8 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { type CgroupTree, type InstanceCgroup, isErrno } from '../cgroup.js';
+import type { CgroupTree, InstanceCgroup } from '../cgroup.js';
+import { isErrnoError } from '../errors.js';
 import { CleanupStack } from './cleanup-stack.js';
 import { HttpEndpoint } from './http-endpoint.js';
 import { OutputFiles, type OutputFilesOptions } from './output-files.js';
@@ -286,7 +287,7 @@ export class Instance {
       try {
         pidfd = env.pidfds.pidfdOpen(spec.pid);
       } catch (error) {
-        if (!isErrno(error, 'ESRCH')) throw error;
+        if (!isErrnoError(error, 'ESRCH')) throw error;
       }
     }
     const fd = pidfd;
@@ -378,7 +379,7 @@ export class Instance {
     try {
       this.signal(0);
     } catch (error) {
-      if (isErrno(error, 'ESRCH')) return false;
+      if (isErrnoError(error, 'ESRCH')) return false;
       throw error;
     }
     return !exitedOrZombie(this.pid as number);
@@ -400,7 +401,7 @@ export class Instance {
     try {
       this.signal(signal);
     } catch (error) {
-      if (!isErrno(error, 'ESRCH')) throw error;
+      if (!isErrnoError(error, 'ESRCH')) throw error;
     }
   }
 
@@ -491,7 +492,7 @@ function checkWorkingDirectory(cwd: string): void {
   try {
     isDirectory = statSync(cwd).isDirectory();
   } catch (error) {
-    const problem = isErrno(error, 'ENOENT')
+    const problem = isErrnoError(error, 'ENOENT')
       ? 'does not exist'
       : `cannot be used: ${(error as NodeJS.ErrnoException).code}`;
     throw new SpawnError('cwd', `'${cwd}' ${problem}`, error);
@@ -539,7 +540,7 @@ async function joinUnlessGone(cgroup: InstanceCgroup, pid: number): Promise<void
   try {
     await cgroup.addProcess(pid);
   } catch (error) {
-    if (!isErrno(error, 'ESRCH')) throw error;
+    if (!isErrnoError(error, 'ESRCH')) throw error;
   }
 }
 
@@ -548,7 +549,7 @@ export function pidExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (error) {
-    if (isErrno(error, 'ESRCH')) return false;
+    if (isErrnoError(error, 'ESRCH')) return false;
   }
   return !exitedOrZombie(pid);
 }
@@ -562,7 +563,7 @@ function exitedOrZombie(pid: number): boolean {
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch (error) {
-    return isErrno(error, 'ENOENT');
+    return isErrnoError(error, 'ENOENT');
   }
   // The state follows the command name, which is in parentheses and may contain anything.
   const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
@@ -573,6 +574,6 @@ function killIgnoringGone(pid: number): void {
   try {
     process.kill(pid, 'SIGKILL');
   } catch (error) {
-    if (!isErrno(error, 'ESRCH')) throw error;
+    if (!isErrnoError(error, 'ESRCH')) throw error;
   }
 }

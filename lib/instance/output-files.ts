@@ -27,7 +27,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { isErrno } from '../cgroup.js';
+import { isErrnoError } from '../errors.js';
 import { DEFAULT_OUTPUT_BYTES, OutputRing } from './output-ring.js';
 
 /** Size at which the agent empties an output file (documented in docs/agent-api.md). */
@@ -188,7 +188,7 @@ export class OutputFiles {
     try {
       output = OutputFiles.openFiles(dir, constants.O_RDWR | constants.O_APPEND, options);
     } catch (error) {
-      if (isErrno(error, 'ENOENT')) return null;
+      if (isErrnoError(error, 'ENOENT')) return null;
       throw error;
     }
     for (const file of output.files) file.restoreTail();

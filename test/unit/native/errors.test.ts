@@ -18,6 +18,15 @@ describe('error helpers', () => {
     expect(isErrnoError({ code: 'ENOENT', errno: -2 })).toBe(false);
   });
 
+  it('check the code when given one', async () => {
+    const fsError = await readFile('/nonexistent/file').catch((e: unknown) => e);
+    expect(isErrnoError(fsError, 'ENOENT')).toBe(true);
+    expect(isErrnoError(fsError, 'EBUSY')).toBe(false);
+    expect(isErrnoError(Object.assign(new Error('no errno'), { code: 'ENOENT' }), 'ENOENT')).toBe(
+      false,
+    );
+  });
+
   it('give thread-pool errors the stack of the code that awaited them', async () => {
     const missing = '/nonexistent/attribute';
     async function readBare() {
