@@ -133,9 +133,13 @@ describe('agent API without HotMem (unbound mode)', () => {
   it("waits out a stop's grace longer than the client's own timeout", async () => {
     harness = await startHarness();
     const { id } = await harness.client.createInstance({
-      command: ['sh', '-c', "trap '' TERM; sleep 30"],
+      command: ['sh', '-c', "trap '' TERM; echo trapped; sleep 30"],
       memoryBytes: 16 * MiB,
     });
+    // A SIGTERM before the trap is set would end it at once.
+    await expect
+      .poll(async () => (harness as Harness).agent.getInstance(id).stdout?.toString())
+      .toContain('trapped');
     const impatient = new AgentClient({ socketPath: harness.socketPath }, { timeoutMs: 500 });
     // SIGTERM is ignored: the answer comes after the 1.5 s grace and the SIGKILL.
     const stopped = await impatient.stopInstance(id, { graceMs: 1_500 });
