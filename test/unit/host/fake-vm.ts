@@ -1,0 +1,326 @@
+// A VM for controller tests: one virtio-mem device, the agent inside the guest and the
+// instances' HTTP endpoints, sharing one memory model and one hand-driven clock. Each part
+// refuses what the real one refuses (or what the real guest could not do):
+// - device: sizes off the 2 MiB grid or above the region (as every driver reports them);
+//   completion is asynchronous, one 128 MiB memory block per guest step; the guest adds no
+//   memory while 1 GiB of it is offline (virtio-mem's offline threshold; HotMem keeps plugged
+//   memory offline until a partition takes it), and it cannot unplug memory in use: partitions
+//   in HotMem mode, running instances' pages in stock mode (they must live somewhere);
+// - agent: refuses to start a bound instance without enough spare memory (the real agent waits,
+//   then answers HOTMEM_NO_PARTITION), reports an instance exited only after its exit delay, and
+//   reclaims its partition only after that; each step can be told to fail;
+// - invoker: refuses an instance that is not running or already serving an invocation.
+import type { AgentEvent } from '../../../lib/agent/agent.js';
+import { AgentRequestError } from '../../../lib/agent/client.js';
+import type { CreateInstanceRequest } from '../../../lib/agent/schemas.js';
+import type { SubscriberDropped } from '../../../lib/agent/server.js';
+import type { AgentApi, Clock, Invoker } from '../../../lib/host/controller/ports.js';
+import { type HotplugMemory, HotplugMemoryError } from '../../../lib/host/vmm/hotplug-memory.js';
+
+export const MiB = 2 ** 20;
+export const GiB = 2 ** 30;
+const DEVICE_BLOCK = 2 * MiB;
+const MEMORY_BLOCK = 128 * MiB;
+const OFFLINE_THRESHOLD = GiB;
+
+/** Time that moves only when a test says so; due timers run in order, promises settle between. */
+export class ManualClock implements Clock {
+  #time = 0;
+  #sequence = 0;
+  #timers: Array<{ at: number; sequence: number; callback: () => void }> = [];
+
+  now(): number {
+    return this.#time;
+  }
+
+  setTimeout(callback: () => void, ms: number): () => void {
+    const timer = { at: this.#time + Math.max(0, ms), sequence: this.#sequence++, callback };
+    this.#timers.push(timer);
+    return () => {
+      this.#timers = this.#timers.filter((t) => t !== timer);
+    };
+  }
+
+  async advance(ms: number): Promise<void> {
+    const end = this.#time + ms;
+    for (;;) {
+      await settle();
+      const due = this.#timers
+        .filter((t) => t.at <= end)
+        .sort((a, b) => a.at - b.at || a.sequence - b.sequence)[0];
+      if (!due) break;
+      this.#timers = this.#timers.filter((t) => t !== due);
+      this.#time = due.at;
+      due.callback();
+    }
+    this.#time = end;
+    await settle();
+  }
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+interface FakeInstance {
+  id: string;
+  bytes: number;
+  partition: number | null;
+  state: 'running' | 'exited';
+  serving: boolean;
+}
+
+export interface FakeVmOptions {
+  mode: 'bound' | 'unbound';
+  regionBytes?: number;
+  /** Guest time per 128 MiB memory block plugged or unplugged. */
+  blockStepMs?: number;
+  exitDelayMs?: number;
+  /** From exit to the partition-reclaimed event. */
+  reclaimDelayMs?: number;
+}
+
+export class FakeVm {
+  readonly clock = new ManualClock();
+  /** What happened, in order: `resize N`, `start i-N`, `exited i-N`, `reclaimed pN`, `invoke i-N`. */
+  readonly log: string[] = [];
+  /** Every size requested of the device, in order. */
+  readonly resizes: number[] = [];
+  readonly hotplug: HotplugMemory;
+  readonly agent: AgentApi;
+  readonly invoker: Invoker;
+  requested = 0;
+  plugged = 0;
+  readonly instances = new Map<string, FakeInstance>();
+  /** Partition id -> bytes populated, while populated (bound or waiting for reclaim). */
+  readonly partitions = new Map<number, number>();
+  /** Set by a test: the next resizes throw this. */
+  failResizes: { count: number; error: Error } = { count: 0, error: new Error() };
+  /** Set by a test: the next stop requests fail with HOTMEM_INTERNAL. */
+  failStops = 0;
+  failCreates = 0;
+  /** normal: reclaim after the delay; silent: never report; fail: report partition-reclaim-failed. */
+  reclaim: 'normal' | 'silent' | 'fail' = 'normal';
+  readonly #options: Required<FakeVmOptions>;
+  #nextInstance = 1;
+  #subscribers: Array<(event: AgentEvent) => void> = [];
+  #stepping = false;
+
+  constructor(options: FakeVmOptions) {
+    this.#options = {
+      regionBytes: 8 * GiB,
+      blockStepMs: 10,
+      exitDelayMs: 20,
+      reclaimDelayMs: 30,
+      ...options,
+    };
+    this.hotplug = this.#makeHotplug();
+    this.agent = this.#makeAgent();
+    this.invoker = this.#makeInvoker();
+  }
+
+  /** Plugged memory in no partition: offline in bound mode. */
+  get spareBytes(): number {
+    let inPartitions = 0;
+    for (const bytes of this.partitions.values()) inPartitions += bytes;
+    return this.plugged - inPartitions;
+  }
+
+  get runningBytes(): number {
+    let total = 0;
+    for (const instance of this.instances.values()) {
+      if (instance.state === 'running') total += instance.bytes;
+    }
+    return total;
+  }
+
+  /** Delivers a partition-reclaimed event the fake held back (reclaim = 'silent'). */
+  reclaimNow(partition: number): void {
+    this.partitions.delete(partition);
+    this.log.push(`reclaimed p${partition}`);
+    this.#emit({ type: 'partition-reclaimed', partition, report: reportOf(partition) });
+    this.#step();
+  }
+
+  #emit(body: DistributiveOmit<AgentEvent, 'time'>): void {
+    const event = { ...body, time: new Date(this.clock.now()).toISOString() } as AgentEvent;
+    for (const subscriber of this.#subscribers) subscriber(event);
+  }
+
+  /** The guest moves one memory block towards the request, if it can, every blockStepMs. */
+  #step(): void {
+    if (this.#stepping || this.plugged === this.requested) return;
+    this.#stepping = true;
+    this.clock.setTimeout(() => {
+      this.#stepping = false;
+      const diff = this.requested - this.plugged;
+      const amount = Math.min(MEMORY_BLOCK, Math.abs(diff));
+      if (diff > 0) {
+        const offline = this.#options.mode === 'bound' ? this.spareBytes : 0;
+        if (offline + amount <= OFFLINE_THRESHOLD) this.plugged += amount;
+      } else {
+        const inUse =
+          this.#options.mode === 'bound' ? this.plugged - this.spareBytes : this.runningBytes;
+        if (this.plugged - amount >= inUse) this.plugged -= amount;
+      }
+      this.#step();
+    }, this.#options.blockStepMs);
+  }
+
+  #makeHotplug(): HotplugMemory {
+    return {
+      blockSize: async () => DEVICE_BLOCK,
+      regionSize: async () => this.#options.regionBytes,
+      requestedSize: async () => this.requested,
+      size: async () => this.plugged,
+      resize: async (bytes, { timeoutMs }) => {
+        if (this.failResizes.count > 0) {
+          this.failResizes.count -= 1;
+          throw this.failResizes.error;
+        }
+        if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes % DEVICE_BLOCK !== 0) {
+          throw new HotplugMemoryError('ERR_NOT_BLOCK_MULTIPLE', `${bytes}`, {
+            requestedBytes: bytes,
+          });
+        }
+        if (bytes > this.#options.regionBytes) {
+          throw new HotplugMemoryError('ERR_ABOVE_REGION', `${bytes}`, { requestedBytes: bytes });
+        }
+        const began = this.clock.now();
+        this.requested = bytes;
+        this.resizes.push(bytes);
+        this.log.push(`resize ${bytes / MiB}M`);
+        this.#step();
+        const deadline = began + timeoutMs;
+        while (this.plugged !== bytes) {
+          if (this.clock.now() >= deadline) {
+            throw new HotplugMemoryError('ERR_RESIZE_TIMEOUT', 'timed out', {
+              requestedBytes: bytes,
+              lastSize: this.plugged,
+            });
+          }
+          await new Promise<void>((resolve) =>
+            this.clock.setTimeout(resolve, this.#options.blockStepMs),
+          );
+        }
+        return this.clock.now() - began;
+      },
+    };
+  }
+
+  #makeAgent(): AgentApi {
+    return {
+      createInstance: async (request: CreateInstanceRequest) => {
+        if (this.failCreates > 0) {
+          this.failCreates -= 1;
+          throw new AgentRequestError(422, 'HOTMEM_SPAWN_FAILED', 'command.0: spawn ENOENT');
+        }
+        const bytes = Math.ceil(request.memoryBytes / MEMORY_BLOCK) * MEMORY_BLOCK;
+        const available =
+          this.#options.mode === 'bound' ? this.spareBytes : this.plugged - this.runningBytes;
+        if (available < bytes) {
+          throw new AgentRequestError(
+            503,
+            'HOTMEM_NO_PARTITION',
+            `needs ${bytes} bytes, ${available} available`,
+          );
+        }
+        let partition: number | null = null;
+        if (this.#options.mode === 'bound') {
+          partition = 0;
+          while (this.partitions.has(partition)) partition += 1;
+          this.partitions.set(partition, bytes);
+        }
+        const id = `i-${this.#nextInstance++}`;
+        this.instances.set(id, { id, bytes, partition, state: 'running', serving: false });
+        this.log.push(`start ${id}`);
+        return { id, pid: 1000 + this.#nextInstance, partition };
+      },
+      stopInstance: async (id) => {
+        const instance = this.instances.get(id);
+        if (!instance) {
+          throw new AgentRequestError(404, 'HOTMEM_INSTANCE_NOT_FOUND', `no instance ${id}`);
+        }
+        if (this.failStops > 0) {
+          this.failStops -= 1;
+          throw new AgentRequestError(500, 'HOTMEM_INTERNAL', 'stop failed');
+        }
+        if (instance.state === 'running') {
+          await new Promise<void>((resolve) =>
+            this.clock.setTimeout(resolve, this.#options.exitDelayMs),
+          );
+          instance.state = 'exited';
+          this.log.push(`exited ${id}`);
+          this.#step();
+          if (instance.partition !== null) this.#afterExit(instance.partition);
+        }
+        return { id, state: 'exited' };
+      },
+      events: async () => this.#subscribe(),
+    };
+  }
+
+  #afterExit(partition: number): void {
+    this.clock.setTimeout(() => {
+      this.#emit({ type: 'partition-released', partition });
+      if (this.reclaim === 'normal') this.reclaimNow(partition);
+      if (this.reclaim === 'fail') {
+        this.#emit({ type: 'partition-reclaim-failed', partition, error: 'EBUSY' });
+      }
+    }, this.#options.reclaimDelayMs);
+  }
+
+  #subscribe(): AsyncIterable<AgentEvent | SubscriberDropped> {
+    const queued: AgentEvent[] = [];
+    let wake: (() => void) | undefined;
+    const subscriber = (event: AgentEvent) => {
+      queued.push(event);
+      wake?.();
+    };
+    this.#subscribers.push(subscriber);
+    const unsubscribe = () => {
+      this.#subscribers = this.#subscribers.filter((s) => s !== subscriber);
+      wake?.();
+    };
+    const subscribed = () => this.#subscribers.includes(subscriber);
+    return {
+      [Symbol.asyncIterator]: () => ({
+        async next() {
+          while (queued.length === 0 && subscribed()) {
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+            });
+          }
+          const value = queued.shift();
+          return value ? { done: false, value } : { done: true, value: undefined };
+        },
+        async return() {
+          unsubscribe();
+          return { done: true, value: undefined };
+        },
+      }),
+    };
+  }
+
+  #makeInvoker(): Invoker {
+    return {
+      invoke: async ({ instanceId }, { durationMs }) => {
+        const instance = this.instances.get(instanceId);
+        if (instance?.state !== 'running') {
+          throw new Error(`invoke: ${instanceId} is not running`);
+        }
+        if (instance.serving) throw new Error(`invoke: ${instanceId} is already serving`);
+        instance.serving = true;
+        this.log.push(`invoke ${instanceId}`);
+        await new Promise<void>((resolve) => this.clock.setTimeout(resolve, durationMs));
+        instance.serving = false;
+      },
+    };
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+function reportOf(partition: number) {
+  return { partition, blocks: 1, bytes: MEMORY_BLOCK, durationNs: 1_000_000, pagesMigrated: 0 };
+}
