@@ -1,0 +1,641 @@
+/**
+ * The host side of an N:1 FaaS runtime: one VM, many function instances packed into it.
+ *
+ * The controller owns the warm pool (instances per function, each kept alive `keepAliveMs` after
+ * its last invocation) and the memory budget (hot-plugged bytes it may ask the VMM for). It
+ * talks to the VMM through a HotplugMemory driver (via MemoryReconciler), to the in-guest agent
+ * through AgentApi and to instances through Invoker. docs/controller.md states the policy.
+ *
+ * Modes, facing identical traffic:
+ * - hotmem: each instance is bound to a partition; on scale-down the controller stops the
+ *   instance, waits for the agent's partition-reclaimed event, then lowers the plugged size;
+ * - stock: instances are unbound; on scale-down it stops the instance and lowers the plugged size
+ *   at once, leaving the guest to migrate pages out of the blocks it unplugs.
+ */
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { CreateInstanceRequest } from '../../agent/schemas.js';
+import { silentLogger } from '../../log.js';
+import type { HotplugMemory } from '../vmm/hotplug-memory.js';
+import { MemoryReconciler } from './memory-reconciler.js';
+import { type AgentApi, type Clock, type Invoker, systemClock } from './ports.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+export const controllerConfigSchema = z
+  .object({
+    mode: z.enum(['hotmem', 'stock']),
+    /** The most hot-plugged memory the controller may request of the VMM, boot plug included. */
+    budgetBytes: z.number().int().positive(),
+    /** Instances are sized in whole memory blocks: HotMem partitions are made of them. */
+    memoryBlockBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(128 * MiB),
+    /** Largest growth per resize: the guest holds at most 1 GiB of added memory offline. */
+    plugStepBytes: z.number().int().positive().default(GiB),
+    keepAliveMs: z.number().nonnegative(),
+    /** A scale-up that has not got its memory plugged by then fails its invocation. */
+    plugTimeoutMs: z.number().positive().default(30_000),
+    /** Passed to each HotplugMemory.resize; a timed-out resize is retried. */
+    resizeTimeoutMs: z.number().positive().default(30_000),
+    /** How long a scale-down waits for the partition-reclaimed event before reporting it. */
+    reclaimTimeoutMs: z.number().positive().default(10_000),
+    stopGraceMs: z.number().int().nonnegative().max(600_000).default(5_000),
+    stopAttempts: z.number().int().positive().default(3),
+    retryDelayMs: z.number().positive().default(1_000),
+  })
+  .strict()
+  .superRefine((config, context) => {
+    for (const field of ['budgetBytes', 'plugStepBytes'] as const) {
+      if (config[field] % config.memoryBlockBytes !== 0) {
+        context.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `must be a multiple of memoryBlockBytes (${config.memoryBlockBytes})`,
+        });
+      }
+    }
+  });
+
+export type ControllerConfigInput = z.input<typeof controllerConfigSchema>;
+export type ControllerConfig = z.output<typeof controllerConfigSchema>;
+
+export const invocationSchema = z
+  .object({
+    functionName: z.string().min(1),
+    durationMs: z.number().nonnegative(),
+    memoryBytes: z.number().int().positive(),
+  })
+  .strict();
+
+export type Invocation = z.infer<typeof invocationSchema>;
+
+export interface InvocationRecord {
+  id: number;
+  functionName: string;
+  memoryBytes: number;
+  arrivalMs: number;
+  /** From arrival until a warm instance took it or its scale-up began. */
+  queueWaitMs: number;
+  start: 'warm' | 'cold';
+  /** Cold start only: plugging the memory and starting the instance. */
+  coldStartMs: number;
+  /** null when the invocation failed before it reached an instance. */
+  serviceMs: number | null;
+  completionMs: number;
+  error: string | null;
+}
+
+export interface ScaleDownRecord {
+  instanceId: string;
+  functionName: string;
+  bytes: number;
+  startedMs: number;
+  /** Stop request until the agent answered that the instance exited. */
+  stopMs: number | null;
+  /** Instance exited until the partition-reclaimed event (hotmem mode only). */
+  reclaimMs: number | null;
+  /** Lowering the requested size until the VMM reported it reached. */
+  unplugMs: number | null;
+  completedMs: number | null;
+  /**
+   * unplugged: done. stranded: a step failed; its memory stays plugged and counted against the
+   * budget (a late reclaimed event resumes it); `errors` says why.
+   */
+  outcome: 'in-progress' | 'unplugged' | 'stranded';
+  errors: string[];
+}
+
+export interface MemorySample {
+  timeMs: number;
+  requestedBytes: number;
+  pluggedBytes: number;
+  /** Memory of instances that exist in the guest (starting, running, idle or stopping). */
+  usedBytes: number;
+}
+
+export interface ControllerMetrics {
+  invocations: InvocationRecord[];
+  scaleDowns: ScaleDownRecord[];
+  memory: MemorySample[];
+}
+
+export interface ControllerDeps {
+  hotplug: HotplugMemory;
+  agent: AgentApi;
+  invoker: Invoker;
+  /** What to run for an instance of a function (memoryBytes is the controller's). */
+  instanceCommand: (functionName: string) => Omit<CreateInstanceRequest, 'memoryBytes'>;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+type InstanceState = 'starting' | 'busy' | 'idle' | 'stopping';
+
+interface Instance {
+  /** The agent's id once started. */
+  id: string;
+  functionName: string;
+  bytes: number;
+  partition: number | null;
+  state: InstanceState;
+  cancelKeepAlive: (() => void) | undefined;
+}
+
+interface Pending {
+  id: number;
+  invocation: Invocation;
+  bytes: number;
+  arrivalMs: number;
+  resolve: (record: InvocationRecord) => void;
+}
+
+interface ReclaimWaiter {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+export class Controller {
+  readonly metrics: ControllerMetrics = { invocations: [], scaleDowns: [], memory: [] };
+  readonly #config: ControllerConfig;
+  readonly #deps: ControllerDeps;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  #memory: MemoryReconciler | undefined;
+  /** Plugged before the controller started; never unplugged by it. */
+  #baselineBytes = 0;
+  readonly #instances = new Set<Instance>();
+  /** Bytes of scale-downs whose unplug has not completed: still held against the budget. */
+  #unpluggingBytes = 0;
+  readonly #queue: Pending[] = [];
+  readonly #reclaimWaiters = new Map<number, ReclaimWaiter>();
+  readonly #inFlight = new Set<Promise<unknown>>();
+  #nextInvocationId = 1;
+  #nextStartingId = 1;
+  #events: AsyncIterator<unknown> | undefined;
+  #closing = false;
+
+  constructor(deps: ControllerDeps, config: ControllerConfigInput) {
+    const parsed = controllerConfigSchema.safeParse(config);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new TypeError(`controller config: ${issue?.path.join('.')}: ${issue?.message}`);
+    }
+    this.#config = parsed.data;
+    this.#deps = deps;
+    this.#clock = deps.clock ?? systemClock;
+    this.#log = (deps.logger ?? silentLogger()).child({ component: 'controller' });
+  }
+
+  /** Reads the device, checks the budget against it and subscribes to the agent's events. */
+  async start(): Promise<void> {
+    const { hotplug } = this.#deps;
+    const [blockSize, regionSize, requestedBytes, pluggedBytes] = await Promise.all([
+      hotplug.blockSize(),
+      hotplug.regionSize(),
+      hotplug.requestedSize(),
+      hotplug.size(),
+    ]);
+    const { budgetBytes, memoryBlockBytes } = this.#config;
+    if (memoryBlockBytes % blockSize !== 0) {
+      throw new RangeError(
+        `memoryBlockBytes ${memoryBlockBytes} is not a multiple of the device block ${blockSize}`,
+      );
+    }
+    if (budgetBytes > regionSize) {
+      throw new RangeError(`budgetBytes ${budgetBytes} exceeds the device region ${regionSize}`);
+    }
+    if (requestedBytes > budgetBytes) {
+      throw new RangeError(`the device already requests ${requestedBytes} bytes, over budget`);
+    }
+    this.#baselineBytes = requestedBytes;
+    this.#memory = new MemoryReconciler(
+      hotplug,
+      { requestedBytes, pluggedBytes },
+      {
+        stepBytes: this.#config.plugStepBytes,
+        resizeTimeoutMs: this.#config.resizeTimeoutMs,
+        retryDelayMs: this.#config.retryDelayMs,
+        clock: this.#clock,
+        logger: this.#log,
+        onChange: () => this.#sample(),
+      },
+    );
+    if (this.#config.mode === 'hotmem') await this.#subscribe();
+    this.#sample();
+  }
+
+  /** Runs one invocation; resolves with its record once it completed or failed. */
+  submit(invocation: Invocation): Promise<InvocationRecord> {
+    const parsed = invocationSchema.parse(invocation);
+    const bytes = this.#instanceBytes(parsed.memoryBytes);
+    const arrivalMs = this.#clock.now();
+    const done = new Promise<InvocationRecord>((resolve) => {
+      const pending = {
+        id: this.#nextInvocationId++,
+        invocation: parsed,
+        bytes,
+        arrivalMs,
+        resolve,
+      };
+      if (this.#closing) {
+        this.#fail(pending, 'cold', 0, 'the controller is closing');
+      } else if (bytes + this.#baselineBytes > this.#config.budgetBytes) {
+        this.#fail(pending, 'cold', 0, `needs ${bytes} bytes, more than the budget holds`);
+      } else if (
+        !this.#dispatchWarm(pending) &&
+        !(this.#queue.length === 0 && this.#scaleUp(pending))
+      ) {
+        this.#queue.push(pending);
+      }
+    });
+    return this.#track(done);
+  }
+
+  /**
+   * Waits for every invocation, then scales every instance down and stops listening; what could
+   * not be unplugged stays in metrics.scaleDowns as stranded.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    for (const instance of this.#instances) {
+      if (instance.state === 'idle') this.#track(this.#scaleDown(instance));
+    }
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    // Not awaited: a generator waiting for its next event would hold close() until one comes.
+    void this.#events?.return?.();
+    this.#memory?.close();
+  }
+
+  /** Memory held against the budget: baseline, every instance, unplugs under way. */
+  get heldBytes(): number {
+    return this.#baselineBytes + this.#instanceBytesTotal() + this.#unpluggingBytes;
+  }
+
+  #instanceBytes(memoryBytes: number): number {
+    const block = this.#config.memoryBlockBytes;
+    return Math.ceil(memoryBytes / block) * block;
+  }
+
+  #instanceBytesTotal(): number {
+    let total = 0;
+    for (const instance of this.#instances) total += instance.bytes;
+    return total;
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#inFlight.add(promise);
+    void promise.finally(() => this.#inFlight.delete(promise)).catch(() => {});
+    return promise;
+  }
+
+  #dispatchWarm(pending: Pending): boolean {
+    for (const instance of this.#instances) {
+      if (
+        instance.state === 'idle' &&
+        instance.functionName === pending.invocation.functionName &&
+        instance.bytes >= pending.bytes
+      ) {
+        instance.cancelKeepAlive?.();
+        instance.cancelKeepAlive = undefined;
+        instance.state = 'busy';
+        void this.#serve(instance, pending, 'warm', this.#clock.now() - pending.arrivalMs, 0);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Starts a scale-up for `pending` if the budget has room; false otherwise. */
+  #scaleUp(pending: Pending): boolean {
+    if (this.heldBytes + pending.bytes > this.#config.budgetBytes) return false;
+    const instance: Instance = {
+      id: `starting-${this.#nextStartingId++}`,
+      functionName: pending.invocation.functionName,
+      bytes: pending.bytes,
+      partition: null,
+      state: 'starting',
+      cancelKeepAlive: undefined,
+    };
+    this.#instances.add(instance);
+    void this.#startInstance(instance, pending);
+    return true;
+  }
+
+  async #startInstance(instance: Instance, pending: Pending): Promise<void> {
+    const memory = this.#requireMemory();
+    const queueWaitMs = this.#clock.now() - pending.arrivalMs;
+    const began = this.#clock.now();
+    const level = this.#baselineBytes + this.#instanceBytesTotal();
+    const generation = memory.setTarget(level);
+    this.#sample();
+    try {
+      await this.#bounded(
+        memory.whenPlugged(level, generation),
+        this.#config.plugTimeoutMs,
+        `memory for a ${instance.bytes}-byte instance was not plugged in ${this.#config.plugTimeoutMs} ms`,
+      );
+      const created = await this.#deps.agent.createInstance({
+        ...this.#deps.instanceCommand(instance.functionName),
+        memoryBytes: instance.bytes,
+      });
+      instance.id = created.id;
+      instance.partition = created.partition;
+    } catch (error) {
+      // Nothing runs: the agent leaves nothing behind a refused start. Give the memory back.
+      this.#instances.delete(instance);
+      this.#log.error({ err: error, function: instance.functionName }, 'scale-up failed');
+      this.#fail(pending, 'cold', queueWaitMs, `scale-up failed: ${messageOf(error)}`);
+      this.#track(this.#unplug(instance.bytes));
+      return;
+    }
+    instance.state = 'busy';
+    this.#sample();
+    await this.#serve(instance, pending, 'cold', queueWaitMs, this.#clock.now() - began);
+  }
+
+  async #serve(
+    instance: Instance,
+    pending: Pending,
+    start: 'warm' | 'cold',
+    queueWaitMs: number,
+    coldStartMs: number,
+  ): Promise<void> {
+    const began = this.#clock.now();
+    let error: string | null = null;
+    try {
+      await this.#deps.invoker.invoke(
+        { instanceId: instance.id, functionName: instance.functionName },
+        { durationMs: pending.invocation.durationMs, memoryBytes: pending.invocation.memoryBytes },
+      );
+    } catch (failure) {
+      error = messageOf(failure);
+      this.#log.warn({ err: failure, instance: instance.id }, 'invocation failed');
+    }
+    const now = this.#clock.now();
+    const record: InvocationRecord = {
+      id: pending.id,
+      functionName: pending.invocation.functionName,
+      memoryBytes: pending.invocation.memoryBytes,
+      arrivalMs: pending.arrivalMs,
+      queueWaitMs,
+      start,
+      coldStartMs,
+      serviceMs: now - began,
+      completionMs: now,
+      error,
+    };
+    this.metrics.invocations.push(record);
+    pending.resolve(record);
+    this.#becameIdle(instance);
+  }
+
+  #fail(pending: Pending, start: 'warm' | 'cold', queueWaitMs: number, error: string): void {
+    const now = this.#clock.now();
+    const record: InvocationRecord = {
+      id: pending.id,
+      functionName: pending.invocation.functionName,
+      memoryBytes: pending.invocation.memoryBytes,
+      arrivalMs: pending.arrivalMs,
+      queueWaitMs,
+      start,
+      coldStartMs: 0,
+      serviceMs: null,
+      completionMs: now,
+      error,
+    };
+    this.metrics.invocations.push(record);
+    pending.resolve(record);
+  }
+
+  /** The oldest queued invocation of this function takes the instance; else keep-alive runs. */
+  #becameIdle(instance: Instance): void {
+    instance.state = 'idle';
+    const index = this.#queue.findIndex(
+      (pending) =>
+        pending.invocation.functionName === instance.functionName &&
+        pending.bytes <= instance.bytes,
+    );
+    const [next] = index === -1 ? [] : this.#queue.splice(index, 1);
+    if (next) {
+      this.#dispatchWarm(next);
+      return;
+    }
+    if (this.#closing) {
+      this.#track(this.#scaleDown(instance));
+      return;
+    }
+    instance.cancelKeepAlive = this.#clock.setTimeout(() => {
+      instance.cancelKeepAlive = undefined;
+      if (instance.state === 'idle') this.#track(this.#scaleDown(instance));
+    }, this.#config.keepAliveMs);
+  }
+
+  /** Memory came free: start queued invocations in arrival order while the oldest fits. */
+  #drainQueue(): void {
+    for (;;) {
+      const head = this.#queue[0];
+      if (!head || !this.#scaleUp(head)) return;
+      this.#queue.shift();
+    }
+  }
+
+  /**
+   * Stop, then (hotmem) wait for the partition's reclaimed event, then unplug. A step that fails
+   * leaves the instance's bytes plugged and held against the budget, and the record stranded.
+   */
+  async #scaleDown(instance: Instance): Promise<void> {
+    instance.state = 'stopping';
+    const record: ScaleDownRecord = {
+      instanceId: instance.id,
+      functionName: instance.functionName,
+      bytes: instance.bytes,
+      startedMs: this.#clock.now(),
+      stopMs: null,
+      reclaimMs: null,
+      unplugMs: null,
+      completedMs: null,
+      outcome: 'in-progress',
+      errors: [],
+    };
+    this.metrics.scaleDowns.push(record);
+    const strand = (error: unknown) => {
+      record.outcome = 'stranded';
+      record.errors.push(messageOf(error));
+      this.#log.error({ err: error, instance: instance.id }, 'scale-down stranded');
+    };
+    // Registered before the stop: the agent may reclaim before it answers the stop.
+    const reclaimed =
+      this.#config.mode === 'hotmem' && instance.partition !== null
+        ? this.#waitForReclaim(instance.partition)
+        : undefined;
+    reclaimed?.catch(() => {});
+    try {
+      await this.#stop(instance, record);
+    } catch (error) {
+      strand(error);
+      // The instance may still exit and be reclaimed; with no event to wait for it stays.
+      if (!reclaimed) return;
+    }
+    if (reclaimed) {
+      const began = this.#clock.now();
+      try {
+        await this.#bounded(
+          reclaimed,
+          this.#config.reclaimTimeoutMs,
+          `no partition-reclaimed event for partition ${instance.partition} of ${instance.id} in ${this.#config.reclaimTimeoutMs} ms`,
+        );
+      } catch (error) {
+        strand(error);
+        if (!(error instanceof WaitTimeoutError)) return;
+        try {
+          await reclaimed;
+        } catch (failure) {
+          strand(failure);
+          return;
+        }
+      }
+      record.reclaimMs = this.#clock.now() - began;
+    }
+    this.#instances.delete(instance);
+    const began = this.#clock.now();
+    await this.#unplug(instance.bytes);
+    record.unplugMs = this.#clock.now() - began;
+    record.completedMs = this.#clock.now();
+    record.outcome = 'unplugged';
+  }
+
+  /** Stops the instance, retrying agent failures; an instance the agent no longer knows is gone. */
+  async #stop(instance: Instance, record: ScaleDownRecord): Promise<void> {
+    const began = this.#clock.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#deps.agent.stopInstance(instance.id, { graceMs: this.#config.stopGraceMs });
+        break;
+      } catch (error) {
+        if ((error as { code?: unknown }).code === 'HOTMEM_INSTANCE_NOT_FOUND') break;
+        if (attempt >= this.#config.stopAttempts) {
+          throw new Error(`stopping ${instance.id} failed ${attempt} times: ${messageOf(error)}`, {
+            cause: error,
+          });
+        }
+        record.errors.push(`stop attempt ${attempt}: ${messageOf(error)}`);
+        await new Promise<void>((resolve) =>
+          this.#clock.setTimeout(resolve, this.#config.retryDelayMs),
+        );
+      }
+    }
+    record.stopMs = this.#clock.now() - began;
+    this.#sample();
+  }
+
+  /**
+   * Lowers the device target to what the instances hold, `bytes` having left them, and waits
+   * until the VMM reports it reached; those bytes count against the budget until then.
+   */
+  async #unplug(bytes: number): Promise<void> {
+    const memory = this.#requireMemory();
+    this.#unpluggingBytes += bytes;
+    const generation = memory.setTarget(this.#baselineBytes + this.#instanceBytesTotal());
+    this.#sample();
+    await memory.whenSettled(generation);
+    this.#unpluggingBytes -= bytes;
+    this.#sample();
+    this.#drainQueue();
+  }
+
+  #waitForReclaim(partition: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#reclaimWaiters.set(partition, { resolve, reject });
+    });
+  }
+
+  async #subscribe(): Promise<void> {
+    const stream = await this.#deps.agent.events();
+    const iterator = stream[Symbol.asyncIterator]();
+    this.#events = iterator;
+    void this.#consume(iterator);
+  }
+
+  async #consume(iterator: AsyncIterator<unknown>): Promise<void> {
+    try {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) break;
+        this.#onEvent(next.value as { type: string; partition?: number; error?: string });
+      }
+    } catch (error) {
+      this.#log.warn({ err: error }, 'agent event stream failed');
+    }
+    if (this.#closing) return;
+    // Events in between are lost: a scale-down waiting then reports its reclaim as late.
+    this.#log.warn('agent event stream ended; subscribing again');
+    this.#clock.setTimeout(() => {
+      this.#subscribe().catch((error) => {
+        this.#log.error({ err: error }, 'cannot subscribe to agent events');
+        void this.#consume(emptyIterator());
+      });
+    }, this.#config.retryDelayMs);
+  }
+
+  #onEvent(event: { type: string; partition?: number; error?: string }): void {
+    if (event.partition === undefined) return;
+    const waiter = this.#reclaimWaiters.get(event.partition);
+    if (!waiter) return;
+    if (event.type === 'partition-reclaimed') {
+      this.#reclaimWaiters.delete(event.partition);
+      waiter.resolve();
+    } else if (event.type === 'partition-reclaim-failed') {
+      this.#reclaimWaiters.delete(event.partition);
+      waiter.reject(new Error(`partition ${event.partition} reclaim failed: ${event.error}`));
+    }
+  }
+
+  /** Rejects with WaitTimeoutError after `ms`; the wrapped promise goes on. */
+  #bounded<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const cancel = this.#clock.setTimeout(() => reject(new WaitTimeoutError(message)), ms);
+      promise.then(
+        (value) => {
+          cancel();
+          resolve(value);
+        },
+        (error) => {
+          cancel();
+          reject(error);
+        },
+      );
+    });
+  }
+
+  #sample(): void {
+    if (!this.#memory) return;
+    let usedBytes = 0;
+    for (const instance of this.#instances) usedBytes += instance.bytes;
+    this.metrics.memory.push({
+      timeMs: this.#clock.now(),
+      requestedBytes: this.#memory.requestedBytes,
+      pluggedBytes: this.#memory.pluggedBytes,
+      usedBytes,
+    });
+  }
+
+  #requireMemory(): MemoryReconciler {
+    if (!this.#memory) throw new Error('Controller.start() has not been called');
+    return this.#memory;
+  }
+}
+
+export class WaitTimeoutError extends Error {
+  override readonly name = 'WaitTimeoutError';
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function* emptyIterator(): AsyncGenerator<never> {}

@@ -1,0 +1,323 @@
+// The controller against a fake VM (fake-vm.ts) whose device, agent and instances refuse what
+// the real ones refuse: a start before the memory is plugged, an unplug of memory still in use,
+// an invocation to an instance that is not running.
+import { describe, expect, it } from 'vitest';
+import {
+  Controller,
+  type ControllerConfigInput,
+  type Invocation,
+} from '../../../lib/host/controller/controller.js';
+import { HotplugMemoryError } from '../../../lib/host/vmm/hotplug-memory.js';
+import { FakeVm, type FakeVmOptions, GiB, MiB } from './fake-vm.js';
+
+async function setup(
+  mode: 'hotmem' | 'stock',
+  config: Partial<ControllerConfigInput> = {},
+  vmOptions: Partial<FakeVmOptions> = {},
+) {
+  const vm = new FakeVm({ mode: mode === 'hotmem' ? 'bound' : 'unbound', ...vmOptions });
+  const controller = new Controller(
+    {
+      hotplug: vm.hotplug,
+      agent: vm.agent,
+      invoker: vm.invoker,
+      instanceCommand: (name) => ({ command: ['/usr/bin/node', `/srv/${name}.mjs`] }),
+      clock: vm.clock,
+    },
+    { mode, budgetBytes: 2 * GiB, keepAliveMs: 1_000, retryDelayMs: 100, ...config },
+  );
+  await controller.start();
+  return { vm, controller };
+}
+
+const call = (functionName: string, memoryMiB: number, durationMs: number): Invocation => ({
+  functionName,
+  memoryBytes: memoryMiB * MiB,
+  durationMs,
+});
+
+describe('Controller scale-up and the warm pool', () => {
+  it('plugs the instance size before starting it, then serves the invocation cold', async () => {
+    const { vm, controller } = await setup('hotmem');
+    const done = controller.submit(call('thumb', 200, 100));
+    await vm.clock.advance(500);
+    const record = await done;
+    expect(record).toMatchObject({ start: 'cold', queueWaitMs: 0, serviceMs: 100, error: null });
+    expect(record.coldStartMs).toBeGreaterThanOrEqual(20); // two 128 MiB blocks, 10 ms each
+    expect(vm.log).toEqual(['resize 256M', 'start i-1', 'invoke i-1']);
+    expect(vm.partitions.get(0)).toBe(256 * MiB);
+    expect(controller.heldBytes).toBe(256 * MiB);
+  });
+
+  it('reuses an idle instance of the function within its keep-alive', async () => {
+    const { vm, controller } = await setup('hotmem');
+    const first = controller.submit(call('thumb', 200, 100));
+    await vm.clock.advance(500);
+    await first;
+    const second = controller.submit(call('thumb', 200, 100));
+    await vm.clock.advance(200);
+    expect(await second).toMatchObject({ start: 'warm', queueWaitMs: 0, coldStartMs: 0 });
+    expect(vm.log).toEqual(['resize 256M', 'start i-1', 'invoke i-1', 'invoke i-1']);
+  });
+
+  it('scales an instance down once its keep-alive expires, not before', async () => {
+    const { vm, controller } = await setup('hotmem', { keepAliveMs: 1_000 });
+    const done = controller.submit(call('thumb', 200, 100));
+    await vm.clock.advance(200);
+    const { completionMs } = await done;
+    await vm.clock.advance(completionMs + 999 - vm.clock.now());
+    expect(vm.log).not.toContain('exited i-1');
+    await vm.clock.advance(500);
+    expect(vm.log.slice(3)).toEqual(['exited i-1', 'reclaimed p0', 'resize 0M']);
+    expect(controller.metrics.scaleDowns).toEqual([
+      expect.objectContaining({
+        instanceId: 'i-1',
+        outcome: 'unplugged',
+        stopMs: 20,
+        reclaimMs: 30,
+        errors: [],
+      }),
+    ]);
+    expect(controller.metrics.scaleDowns[0]?.unplugMs).toBeGreaterThanOrEqual(20);
+    expect([vm.requested, vm.plugged, controller.heldBytes]).toEqual([0, 0, 0]);
+  });
+
+  it('gives a queued invocation an instance of its function as soon as one is idle', async () => {
+    const { vm, controller } = await setup('hotmem', { budgetBytes: 256 * MiB });
+    const first = controller.submit(call('thumb', 256, 100));
+    const second = controller.submit(call('thumb', 256, 100));
+    await vm.clock.advance(400);
+    const [a, b] = await Promise.all([first, second]);
+    expect(b.start).toBe('warm');
+    expect(b.queueWaitMs).toBe(a.completionMs - a.arrivalMs);
+    expect(vm.resizes).toEqual([256 * MiB]);
+  });
+});
+
+describe('Controller memory budget', () => {
+  it('never requests more than the budget and starts queued invocations in arrival order', async () => {
+    // 640 MiB: a and b take 512; c (256) waits; d (128) would fit but must not overtake c.
+    const { vm, controller } = await setup('hotmem', {
+      budgetBytes: 640 * MiB,
+      keepAliveMs: 100,
+    });
+    const a = controller.submit(call('a', 256, 1_000));
+    const b = controller.submit(call('b', 256, 5_000));
+    const c = controller.submit(call('c', 256, 10));
+    const d = controller.submit(call('d', 128, 10));
+    await vm.clock.advance(10_000);
+    const [ra, rb, rc, rd] = await Promise.all([a, b, c, d]);
+    for (const record of [ra, rb, rc, rd]) expect(record.error).toBeNull();
+    expect([ra.queueWaitMs, rb.queueWaitMs]).toEqual([0, 0]);
+    // c waited for a's memory to be unplugged: a's run, its keep-alive, stop, reclaim, unplug.
+    expect(rc.queueWaitMs).toBeGreaterThan(1_100);
+    expect(rd.queueWaitMs).toBeGreaterThanOrEqual(rc.queueWaitMs);
+    expect(Math.max(...vm.resizes)).toBeLessThanOrEqual(640 * MiB);
+    for (const sample of controller.metrics.memory) {
+      expect(sample.requestedBytes).toBeLessThanOrEqual(640 * MiB);
+    }
+  });
+
+  it('refuses an invocation larger than the budget at once', async () => {
+    const { controller } = await setup('hotmem', { budgetBytes: 256 * MiB });
+    const record = await controller.submit(call('big', 300, 10));
+    expect(record.error).toMatch(/more than the budget/);
+    expect(record.serviceMs).toBeNull();
+  });
+
+  it('plugs in steps of at most 1 GiB, each taken by an instance before the next', async () => {
+    const { vm, controller } = await setup('hotmem', { budgetBytes: 3 * GiB, keepAliveMs: 60_000 });
+    const done = ['a', 'b', 'c'].map((name) => controller.submit(call(name, 1024, 10)));
+    await vm.clock.advance(2_000);
+    for (const record of await Promise.all(done)) expect(record.error).toBeNull();
+    expect(vm.resizes).toEqual([GiB, 2 * GiB, 3 * GiB]);
+  });
+});
+
+describe('Controller scale-down ordering and failures', () => {
+  async function oneIdleInstance(
+    mode: 'hotmem' | 'stock',
+    config: Partial<ControllerConfigInput> = {},
+    vmOptions: Partial<FakeVmOptions> = {},
+  ) {
+    const context = await setup(mode, { keepAliveMs: 100, ...config }, vmOptions);
+    const done = context.controller.submit(call('thumb', 256, 10));
+    await context.vm.clock.advance(50);
+    expect((await done).error).toBeNull();
+    return context;
+  }
+
+  it('unplugs only after the partition-reclaimed event, however late it comes', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem', {}, { reclaimDelayMs: 2_000 });
+    await vm.clock.advance(1_000); // keep-alive expired, instance exited, reclaim pending
+    expect(vm.log).toContain('exited i-1');
+    expect(vm.requested).toBe(256 * MiB);
+    await vm.clock.advance(2_000);
+    const order = vm.log.slice(3);
+    expect(order).toEqual(['exited i-1', 'reclaimed p0', 'resize 0M']);
+    expect(controller.metrics.scaleDowns[0]?.reclaimMs).toBe(2_000);
+  });
+
+  it('reports a reclaim that does not come in time, keeps its memory, resumes when it comes', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem', {
+      reclaimTimeoutMs: 1_000,
+      budgetBytes: 256 * MiB,
+    });
+    vm.reclaim = 'silent';
+    await vm.clock.advance(2_000);
+    const [scaleDown] = controller.metrics.scaleDowns;
+    expect(scaleDown?.outcome).toBe('stranded');
+    expect(scaleDown?.errors).toEqual([
+      'no partition-reclaimed event for partition 0 of i-1 in 1000 ms',
+    ]);
+    expect([vm.requested, controller.heldBytes]).toEqual([256 * MiB, 256 * MiB]);
+    // Its memory is still held: another function has to wait.
+    const waiting = controller.submit(call('other', 256, 10));
+    await vm.clock.advance(1_000);
+    expect(vm.log).not.toContain('start i-2');
+    vm.reclaimNow(0);
+    await vm.clock.advance(1_000);
+    expect(scaleDown?.outcome).toBe('unplugged');
+    const record = await waiting;
+    expect(record).toMatchObject({ start: 'cold', error: null });
+    const reclaimed = vm.log.indexOf('reclaimed p0');
+    expect(vm.log.slice(reclaimed, reclaimed + 4)).toEqual([
+      'reclaimed p0',
+      'resize 0M',
+      'resize 256M',
+      'start i-2',
+    ]);
+  });
+
+  it('strands a scale-down whose reclaim failed: nothing unplugged, memory still held', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem');
+    vm.reclaim = 'fail';
+    await vm.clock.advance(5_000);
+    const [scaleDown] = controller.metrics.scaleDowns;
+    expect(scaleDown).toMatchObject({ outcome: 'stranded', unplugMs: null });
+    expect(scaleDown?.errors).toEqual(['partition 0 reclaim failed: EBUSY']);
+    expect(vm.resizes).toEqual([256 * MiB]);
+    expect(controller.heldBytes).toBe(256 * MiB);
+  });
+
+  it('retries a failed stop and then completes the scale-down', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem');
+    vm.failStops = 1;
+    await vm.clock.advance(2_000);
+    const [scaleDown] = controller.metrics.scaleDowns;
+    expect(scaleDown).toMatchObject({
+      outcome: 'unplugged',
+      errors: ['stop attempt 1: stop failed'],
+    });
+    expect(scaleDown?.stopMs).toBe(100 + 20); // retry delay, then the exit
+    expect([vm.requested, controller.heldBytes]).toEqual([0, 0]);
+  });
+
+  it('strands a scale-down whose stop keeps failing: the instance runs, its memory stays', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem', { stopAttempts: 3 });
+    vm.failStops = 3;
+    await vm.clock.advance(5_000);
+    const [scaleDown] = controller.metrics.scaleDowns;
+    expect(scaleDown?.outcome).toBe('stranded');
+    expect(scaleDown?.errors.at(-1)).toMatch(/stopping i-1 failed 3 times: stop failed/);
+    expect(vm.instances.get('i-1')?.state).toBe('running');
+    expect([vm.requested, controller.heldBytes]).toEqual([256 * MiB, 256 * MiB]);
+  });
+
+  it('retries an unplug the VMM refused, holding the memory against the budget until done', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem', { budgetBytes: 256 * MiB });
+    vm.failResizes = {
+      count: 1,
+      error: new HotplugMemoryError('ERR_DEVICE_NOT_ACTIVE', 'not active', { requestedBytes: 0 }),
+    };
+    const waiting = controller.submit(call('other', 256, 10));
+    await vm.clock.advance(5_000);
+    const [scaleDown] = controller.metrics.scaleDowns;
+    expect(scaleDown?.outcome).toBe('unplugged');
+    expect(scaleDown?.unplugMs).toBeGreaterThanOrEqual(100);
+    const record = await waiting;
+    expect(record.error).toBeNull();
+    // The waiting invocation started only once the unplug had completed.
+    expect(vm.log.slice(3, 9)).toEqual([
+      'exited i-1',
+      'reclaimed p0',
+      'resize 0M',
+      'resize 256M',
+      'start i-2',
+      'invoke i-2',
+    ]);
+  });
+
+  it('finishes a plug whose resize timed out by reading the size on retry', async () => {
+    const { vm, controller } = await setup('hotmem', { resizeTimeoutMs: 15 });
+    const done = controller.submit(call('thumb', 256, 10));
+    await vm.clock.advance(500);
+    expect((await done).error).toBeNull();
+    expect(vm.resizes).toEqual([256 * MiB]);
+  });
+
+  it('gives the memory back when the agent refuses to start the instance', async () => {
+    const { vm, controller } = await setup('hotmem');
+    vm.failCreates = 1;
+    const done = controller.submit(call('thumb', 256, 10));
+    await vm.clock.advance(500);
+    const record = await done;
+    expect(record.error).toBe('scale-up failed: command.0: spawn ENOENT');
+    expect(record.start).toBe('cold');
+    expect(vm.resizes).toEqual([256 * MiB, 0]);
+    expect(controller.heldBytes).toBe(0);
+  });
+});
+
+describe('Controller stock mode', () => {
+  it('lowers the requested size right after the instance exited, with no reclaim to wait for', async () => {
+    const { vm, controller } = await setup('stock', { keepAliveMs: 100 });
+    const done = controller.submit(call('thumb', 256, 10));
+    await vm.clock.advance(1_000);
+    expect((await done).error).toBeNull();
+    expect(vm.log).toEqual(['resize 256M', 'start i-1', 'invoke i-1', 'exited i-1', 'resize 0M']);
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      outcome: 'unplugged',
+      reclaimMs: null,
+    });
+  });
+
+  it('sees the same traffic as hotmem mode: same starts, same plugs', async () => {
+    const traffic = [
+      call('a', 256, 300),
+      call('a', 256, 300),
+      call('b', 512, 50),
+      call('a', 256, 10),
+    ];
+    const runs = [];
+    for (const mode of ['hotmem', 'stock'] as const) {
+      const { vm, controller } = await setup(mode, { budgetBytes: GiB, keepAliveMs: 200 });
+      const done = traffic.map((invocation) => controller.submit(invocation));
+      await vm.clock.advance(5_000);
+      const records = await Promise.all(done);
+      runs.push({ starts: records.map((r) => [r.start, r.error]), resizes: vm.resizes });
+    }
+    expect(runs[1]).toEqual(runs[0]);
+  });
+});
+
+describe('Controller configuration', () => {
+  it('names the field that is wrong', () => {
+    const vm = new FakeVm({ mode: 'bound' });
+    const deps = {
+      hotplug: vm.hotplug,
+      agent: vm.agent,
+      invoker: vm.invoker,
+      instanceCommand: () => ({ command: ['x'] }),
+    };
+    expect(
+      () => new Controller(deps, { mode: 'hotmem', budgetBytes: 100 * MiB, keepAliveMs: 0 }),
+    ).toThrow('controller config: budgetBytes: must be a multiple of memoryBlockBytes');
+  });
+
+  it('refuses a budget larger than the device region', async () => {
+    await expect(setup('hotmem', { budgetBytes: 16 * GiB })).rejects.toThrow(
+      /budgetBytes 17179869184 exceeds the device region/,
+    );
+  });
+});
