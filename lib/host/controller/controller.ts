@@ -230,6 +230,7 @@ export class Controller {
 
   /** Runs one invocation; resolves with its record once it completed or failed. */
   submit(invocation: Invocation): Promise<InvocationRecord> {
+    this.#requireMemory();
     const parsed = invocationSchema.parse(invocation);
     const bytes = this.#instanceBytes(parsed.memoryBytes);
     const arrivalMs = this.#clock.now();

@@ -1,12 +1,14 @@
 // The controller against a fake VM (fake-vm.ts) whose device, agent and instances refuse what
 // the real ones refuse: a start before the memory is plugged, an unplug of memory still in use,
 // an invocation to an instance that is not running.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import type { AgentClient } from '../../../lib/agent/client.js';
 import {
   Controller,
   type ControllerConfigInput,
   type Invocation,
 } from '../../../lib/host/controller/controller.js';
+import type { AgentApi } from '../../../lib/host/controller/ports.js';
 import { HotplugMemoryError } from '../../../lib/host/vmm/hotplug-memory.js';
 import { FakeVm, type FakeVmOptions, GiB, MiB } from './fake-vm.js';
 
@@ -302,6 +304,21 @@ describe('Controller stock mode', () => {
 });
 
 describe('Controller configuration', () => {
+  it('can take AgentClient as its AgentApi: all but stopInstance match already', () => {
+    expectTypeOf<AgentClient>().toExtend<Omit<AgentApi, 'stopInstance'>>();
+  });
+
+  it('refuses invocations before start()', () => {
+    const vm = new FakeVm({ mode: 'bound' });
+    const controller = new Controller(
+      { ...vm, instanceCommand: () => ({ command: ['x'] }) },
+      { mode: 'hotmem', budgetBytes: GiB, keepAliveMs: 0 },
+    );
+    expect(() => controller.submit(call('thumb', 128, 10))).toThrow(
+      'Controller.start() has not been called',
+    );
+  });
+
   it('names the field that is wrong', () => {
     const vm = new FakeVm({ mode: 'bound' });
     const deps = {
