@@ -246,6 +246,9 @@ export class Controller {
         this.#fail(pending, 'cold', 0, 'the controller is closing');
       } else if (bytes + this.#baselineBytes > this.#config.budgetBytes) {
         this.#fail(pending, 'cold', 0, `needs ${bytes} bytes, more than the budget holds`);
+      } else if (this.#config.mode === 'hotmem' && bytes > this.#config.plugStepBytes) {
+        // Its memory would sit offline beyond the guest's limit before the instance takes it.
+        this.#fail(pending, 'cold', 0, `needs ${bytes} bytes, more than one plug step`);
       } else if (
         !this.#dispatchWarm(pending) &&
         !(this.#queue.length === 0 && this.#scaleUp(pending))

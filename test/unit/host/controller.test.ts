@@ -127,6 +127,13 @@ describe('Controller memory budget', () => {
     expect(record.serviceMs).toBeNull();
   });
 
+  it('refuses in hotmem mode an instance larger than one plug step', async () => {
+    const { vm, controller } = await setup('hotmem', { budgetBytes: 4 * GiB });
+    const record = await controller.submit(call('big', 1025, 10));
+    expect(record.error).toBe(`needs ${1152 * MiB} bytes, more than one plug step`);
+    expect(vm.resizes).toEqual([]);
+  });
+
   it('plugs in steps of at most 1 GiB, each taken by an instance before the next', async () => {
     const { vm, controller } = await setup('hotmem', { budgetBytes: 3 * GiB, keepAliveMs: 60_000 });
     const done = ['a', 'b', 'c'].map((name) => controller.submit(call(name, 1024, 10)));
