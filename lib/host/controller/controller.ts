@@ -14,7 +14,9 @@
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import type { AgentEvent } from '../../agent/agent.js';
 import type { CreateInstanceRequest } from '../../agent/schemas.js';
+import type { SubscriberDropped } from '../../agent/server.js';
 import { silentLogger } from '../../log.js';
 import type { HotplugMemory } from '../vmm/hotplug-memory.js';
 import { MemoryReconciler } from './memory-reconciler.js';
@@ -175,7 +177,7 @@ export class Controller {
   readonly #inFlight = new Set<Promise<unknown>>();
   #nextInvocationId = 1;
   #nextStartingId = 1;
-  #events: AsyncIterator<unknown> | undefined;
+  #events: AsyncIterator<AgentEvent | SubscriberDropped> | undefined;
   #closing = false;
 
   constructor(deps: ControllerDeps, config: ControllerConfigInput) {
@@ -559,44 +561,41 @@ export class Controller {
   }
 
   async #subscribe(): Promise<void> {
-    const stream = await this.#deps.agent.events();
-    const iterator = stream[Symbol.asyncIterator]();
+    const iterator = (await this.#deps.agent.events())[Symbol.asyncIterator]();
     this.#events = iterator;
     void this.#consume(iterator);
   }
 
-  async #consume(iterator: AsyncIterator<unknown>): Promise<void> {
+  async #consume(iterator: AsyncIterator<AgentEvent | SubscriberDropped>): Promise<void> {
     try {
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done) break;
-        this.#onEvent(next.value as { type: string; partition?: number; error?: string });
+      for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+        this.#onEvent(next.value);
       }
     } catch (error) {
       this.#log.warn({ err: error }, 'agent event stream failed');
     }
-    if (this.#closing) return;
     // Events in between are lost: a scale-down waiting then reports its reclaim as late.
-    this.#log.warn('agent event stream ended; subscribing again');
+    if (!this.#closing) this.#resubscribeLater();
+  }
+
+  #resubscribeLater(): void {
+    this.#log.warn({ retryInMs: this.#config.retryDelayMs }, 'no agent event stream');
     this.#clock.setTimeout(() => {
+      if (this.#closing) return;
       this.#subscribe().catch((error) => {
         this.#log.error({ err: error }, 'cannot subscribe to agent events');
-        void this.#consume(emptyIterator());
+        this.#resubscribeLater();
       });
     }, this.#config.retryDelayMs);
   }
 
-  #onEvent(event: { type: string; partition?: number; error?: string }): void {
-    if (event.partition === undefined) return;
+  #onEvent(event: AgentEvent | SubscriberDropped): void {
+    if (event.type !== 'partition-reclaimed' && event.type !== 'partition-reclaim-failed') return;
     const waiter = this.#reclaimWaiters.get(event.partition);
     if (!waiter) return;
-    if (event.type === 'partition-reclaimed') {
-      this.#reclaimWaiters.delete(event.partition);
-      waiter.resolve();
-    } else if (event.type === 'partition-reclaim-failed') {
-      this.#reclaimWaiters.delete(event.partition);
-      waiter.reject(new Error(`partition ${event.partition} reclaim failed: ${event.error}`));
-    }
+    this.#reclaimWaiters.delete(event.partition);
+    if (event.type === 'partition-reclaimed') waiter.resolve();
+    else waiter.reject(new Error(`partition ${event.partition} reclaim failed: ${event.error}`));
   }
 
   /** Rejects with WaitTimeoutError after `ms`; the wrapped promise goes on. */
@@ -641,5 +640,3 @@ export class WaitTimeoutError extends Error {
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
-
-async function* emptyIterator(): AsyncGenerator<never> {}

@@ -209,6 +209,16 @@ describe('Controller scale-down ordering and failures', () => {
     expect(controller.heldBytes).toBe(256 * MiB);
   });
 
+  it('subscribes again when the event stream ends, and still sees reclaims', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem', { keepAliveMs: 1_000 });
+    vm.endEventStreams();
+    await vm.clock.advance(100); // retryDelayMs
+    expect(vm.subscriptions).toBe(2);
+    await vm.clock.advance(2_000);
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({ outcome: 'unplugged', errors: [] });
+    expect(vm.requested).toBe(0);
+  });
+
   it('retries a failed stop and then completes the scale-down', async () => {
     const { vm, controller } = await oneIdleInstance('hotmem');
     vm.failStops = 1;

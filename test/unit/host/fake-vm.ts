@@ -104,6 +104,10 @@ export class FakeVm {
   readonly #options: Required<FakeVmOptions>;
   #nextInstance = 1;
   #subscribers: Array<(event: AgentEvent) => void> = [];
+  /** Ends every open event stream (as an agent restart does); subscribers are woken. */
+  #endStreams: Array<() => void> = [];
+  /** Subscriptions made so far. */
+  subscriptions = 0;
   #stepping = false;
 
   constructor(options: FakeVmOptions) {
@@ -132,6 +136,10 @@ export class FakeVm {
       if (instance.state === 'running') total += instance.bytes;
     }
     return total;
+  }
+
+  endEventStreams(): void {
+    for (const end of this.#endStreams.splice(0)) end();
   }
 
   /** Delivers a partition-reclaimed event the fake held back (reclaim = 'silent'). */
@@ -278,10 +286,12 @@ export class FakeVm {
       wake?.();
     };
     this.#subscribers.push(subscriber);
+    this.subscriptions += 1;
     const unsubscribe = () => {
       this.#subscribers = this.#subscribers.filter((s) => s !== subscriber);
       wake?.();
     };
+    this.#endStreams.push(unsubscribe);
     const subscribed = () => this.#subscribers.includes(subscriber);
     return {
       [Symbol.asyncIterator]: () => ({
