@@ -1,0 +1,91 @@
+/**
+ * Replays a trace through a controller: each invocation is submitted at its arrival time on the
+ * controller's clock; once all have completed the controller is closed (every instance scaled
+ * down) and its metrics are summarised, so HotMem and stock runs of one trace compare directly.
+ */
+import type { Controller, ControllerMetrics } from './controller/controller.js';
+import type { Clock } from './controller/ports.js';
+import type { Trace } from './trace/trace.js';
+
+export interface ReplaySummary {
+  invocations: number;
+  failed: number;
+  coldStarts: number;
+  /** Milliseconds, over invocations that completed without error. */
+  latencyMs: Percentiles;
+  queueWaitMs: Percentiles;
+  /** Over scale-downs that unplugged; reclaim is null in stock mode. */
+  reclaimMs: Percentiles | null;
+  unplugMs: Percentiles;
+  strandedScaleDowns: number;
+  /** Byte-milliseconds: the area under each memory curve over the run. */
+  pluggedByteMs: number;
+  usedByteMs: number;
+}
+
+export interface Percentiles {
+  count: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Submits each invocation `atMs` after this call, on `clock`; resolves once all are done. */
+export async function replay(
+  trace: Trace,
+  controller: Pick<Controller, 'submit' | 'close' | 'metrics'>,
+  clock: Clock,
+): Promise<ReplaySummary> {
+  const submitted = trace.invocations.map(
+    (invocation) =>
+      new Promise<void>((resolve) => {
+        clock.setTimeout(() => {
+          const { functionName, durationMs, memoryBytes } = invocation;
+          void controller.submit({ functionName, durationMs, memoryBytes }).then(() => resolve());
+        }, invocation.atMs);
+      }),
+  );
+  await Promise.all(submitted);
+  await controller.close();
+  return summarize(controller.metrics, clock.now());
+}
+
+/** Summarises a run's metrics; `endMs` closes the memory curves. */
+export function summarize(metrics: ControllerMetrics, endMs: number): ReplaySummary {
+  const completed = metrics.invocations.filter((i) => i.error === null);
+  const unplugged = metrics.scaleDowns.filter((s) => s.outcome === 'unplugged');
+  const reclaims = unplugged.flatMap((s) => (s.reclaimMs === null ? [] : [s.reclaimMs]));
+  return {
+    invocations: metrics.invocations.length,
+    failed: metrics.invocations.length - completed.length,
+    coldStarts: metrics.invocations.filter((i) => i.start === 'cold' && i.error === null).length,
+    latencyMs: percentiles(completed.map((i) => i.completionMs - i.arrivalMs)),
+    queueWaitMs: percentiles(completed.map((i) => i.queueWaitMs)),
+    reclaimMs: reclaims.length > 0 ? percentiles(reclaims) : null,
+    unplugMs: percentiles(unplugged.map((s) => s.unplugMs ?? 0)),
+    strandedScaleDowns: metrics.scaleDowns.filter((s) => s.outcome === 'stranded').length,
+    pluggedByteMs: area(metrics, endMs, 'pluggedBytes'),
+    usedByteMs: area(metrics, endMs, 'usedBytes'),
+  };
+}
+
+/** Nearest-rank percentiles; all zero for no values. */
+function percentiles(values: number[]): Percentiles {
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = (p: number) => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
+  return { count: sorted.length, p50: rank(50), p99: rank(99), max: sorted.at(-1) ?? 0 };
+}
+
+/** Each sample's value holds until the next sample (a step function). */
+function area(
+  metrics: ControllerMetrics,
+  endMs: number,
+  field: 'pluggedBytes' | 'usedBytes',
+): number {
+  let total = 0;
+  metrics.memory.forEach((sample, i) => {
+    const until = metrics.memory[i + 1]?.timeMs ?? endMs;
+    total += sample[field] * (until - sample.timeMs);
+  });
+  return total;
+}
