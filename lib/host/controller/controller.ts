@@ -192,7 +192,10 @@ export class Controller {
     this.#log = (deps.logger ?? silentLogger()).child({ component: 'controller' });
   }
 
-  /** Reads the device, checks the budget against it and subscribes to the agent's events. */
+  /**
+   * Reads the device, checks the budget against it and the agent's binding against the mode, and
+   * subscribes to the agent's events.
+   */
   async start(): Promise<void> {
     const { hotplug } = this.#deps;
     const [blockSize, regionSize, requestedBytes, pluggedBytes] = await Promise.all([
@@ -212,6 +215,12 @@ export class Controller {
     }
     if (requestedBytes > budgetBytes) {
       throw new RangeError(`the device already requests ${requestedBytes} bytes, over budget`);
+    }
+    // Each mode needs its kind of agent, or a comparison would silently compare like with like.
+    const { binding } = await this.#deps.agent.health();
+    const wanted = this.#config.mode === 'hotmem' ? 'bound' : 'unbound';
+    if (binding !== wanted) {
+      throw new Error(`${this.#config.mode} mode needs an agent in ${wanted} mode, not ${binding}`);
     }
     this.#baselineBytes = requestedBytes;
     this.#memory = new MemoryReconciler(
@@ -455,6 +464,8 @@ export class Controller {
    * leaves the instance's bytes plugged and held against the budget, and the record stranded.
    */
   async #scaleDown(instance: Instance): Promise<void> {
+    instance.cancelKeepAlive?.();
+    instance.cancelKeepAlive = undefined;
     instance.state = 'stopping';
     const record: ScaleDownRecord = {
       instanceId: instance.id,

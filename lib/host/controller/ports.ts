@@ -3,16 +3,19 @@
  * invocation to an instance, and time. Each is narrow so that tests can hold every rule a real
  * implementation has, and so that the controller stays the one owner of the pool and the budget.
  */
-import type { AgentEvent } from '../../agent/agent.js';
+import type { AgentEvent, AgentHealth } from '../../agent/agent.js';
 import type { CreateInstanceRequest } from '../../agent/schemas.js';
 import type { SubscriberDropped } from '../../agent/server.js';
 
 /**
  * The agent's API as the controller uses it (docs/agent-api.md). AgentClient
- * (lib/agent/client.ts) has createInstance and events with these signatures; stopInstance is
- * POST /v1/instances/:id/stop, which AgentClient reaches only through json() so far.
+ * (lib/agent/client.ts) has health, createInstance and events with these signatures;
+ * stopInstance is POST /v1/instances/:id/stop, which AgentClient reaches only through json() so
+ * far.
  */
 export interface AgentApi {
+  /** GET /v1/health: says whether instances are bound to partitions. */
+  health(): Promise<AgentHealth>;
   /** POST /v1/instances: resolves once the instance runs, bound to `partition` (null unbound). */
   createInstance(
     request: CreateInstanceRequest,

@@ -84,6 +84,19 @@ describe('Controller scale-up and the warm pool', () => {
     expect([vm.requested, vm.plugged, controller.heldBytes]).toEqual([0, 0, 0]);
   });
 
+  it('scales idle instances down on close(), leaving no keep-alive timer behind', async () => {
+    const { vm, controller } = await setup('hotmem', { keepAliveMs: 60_000 });
+    const done = controller.submit(call('thumb', 200, 100));
+    await vm.clock.advance(200);
+    await done;
+    const closed = controller.close();
+    await vm.clock.advance(200);
+    await closed;
+    expect(controller.metrics.scaleDowns[0]?.outcome).toBe('unplugged');
+    expect(vm.requested).toBe(0);
+    expect(vm.clock.pendingTimers).toBe(0);
+  });
+
   it('gives a queued invocation an instance of its function as soon as one is idle', async () => {
     const { vm, controller } = await setup('hotmem', { budgetBytes: 256 * MiB });
     const first = controller.submit(call('thumb', 256, 100));
@@ -347,6 +360,22 @@ describe('Controller configuration', () => {
     expect(
       () => new Controller(deps, { mode: 'hotmem', budgetBytes: 100 * MiB, keepAliveMs: 0 }),
     ).toThrow('controller config: budgetBytes: must be a multiple of memoryBlockBytes');
+  });
+
+  it('refuses an agent whose binding does not match the mode', async () => {
+    for (const [mode, binding] of [
+      ['hotmem', 'unbound'],
+      ['stock', 'bound'],
+    ] as const) {
+      const vm = new FakeVm({ mode: binding });
+      const controller = new Controller(
+        { ...vm, instanceCommand: () => ({ command: ['x'] }) },
+        { mode, budgetBytes: GiB, keepAliveMs: 0 },
+      );
+      await expect(controller.start()).rejects.toThrow(
+        `${mode} mode needs an agent in ${binding === 'bound' ? 'unbound' : 'bound'} mode, not ${binding}`,
+      );
+    }
   });
 
   it('refuses a budget larger than the device region', async () => {

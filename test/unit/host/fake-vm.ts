@@ -33,6 +33,11 @@ export class ManualClock implements Clock {
     return this.#time;
   }
 
+  /** Timers set and neither run nor cancelled. */
+  get pendingTimers(): number {
+    return this.#timers.length;
+  }
+
   setTimeout(callback: () => void, ms: number): () => void {
     const timer = { at: this.#time + Math.max(0, ms), sequence: this.#sequence++, callback };
     this.#timers.push(timer);
@@ -264,6 +269,13 @@ export class FakeVm {
         }
         return { id, state: 'exited' };
       },
+      health: async () => ({
+        status: 'ok' as const,
+        hotmem: this.#options.mode === 'bound',
+        binding: this.#options.mode,
+        instancesRunning: [...this.instances.values()].filter((i) => i.state === 'running').length,
+        uptimeSeconds: this.clock.now() / 1000,
+      }),
       events: async () => this.#subscribe(),
     };
   }
