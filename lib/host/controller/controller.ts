@@ -216,7 +216,7 @@ export class Controller {
     if (requestedBytes > budgetBytes) {
       throw new RangeError(`the device already requests ${requestedBytes} bytes, over budget`);
     }
-    // Each mode needs its kind of agent, or a comparison would silently compare like with like.
+    // Each mode needs its kind of agent, or a comparison run would quietly compare stock with stock.
     const { binding } = await this.#deps.agent.health();
     const wanted = this.#config.mode === 'hotmem' ? 'bound' : 'unbound';
     if (binding !== wanted) {
@@ -242,7 +242,12 @@ export class Controller {
   /** Runs one invocation; resolves with its record once it completed or failed. */
   submit(invocation: Invocation): Promise<InvocationRecord> {
     this.#requireMemory();
-    const parsed = invocationSchema.parse(invocation);
+    const result = invocationSchema.safeParse(invocation);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      throw new TypeError(`invocation: ${issue?.path.join('.')}: ${issue?.message}`);
+    }
+    const parsed = result.data;
     const bytes = this.#instanceBytes(parsed.memoryBytes);
     const arrivalMs = this.#clock.now();
     const done = new Promise<InvocationRecord>((resolve) => {

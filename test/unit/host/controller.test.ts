@@ -133,6 +133,13 @@ describe('Controller memory budget', () => {
     }
   });
 
+  it('names the field of an invalid invocation', async () => {
+    const { controller } = await setup('hotmem');
+    expect(() => controller.submit({ ...call('thumb', 128, 10), durationMs: -1 })).toThrow(
+      /^invocation: durationMs: /,
+    );
+  });
+
   it('refuses an invocation larger than the budget at once', async () => {
     const { controller } = await setup('hotmem', { budgetBytes: 256 * MiB });
     const record = await controller.submit(call('big', 300, 10));
