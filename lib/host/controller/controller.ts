@@ -259,12 +259,12 @@ export class Controller {
         resolve,
       };
       if (this.#closing) {
-        this.#fail(pending, 'cold', 0, 'the controller is closing');
+        this.#fail(pending, 0, 'the controller is closing');
       } else if (bytes + this.#baselineBytes > this.#config.budgetBytes) {
-        this.#fail(pending, 'cold', 0, `needs ${bytes} bytes, more than the budget holds`);
+        this.#fail(pending, 0, `needs ${bytes} bytes, more than the budget holds`);
       } else if (this.#config.mode === 'hotmem' && bytes > this.#config.plugStepBytes) {
         // Its memory would sit offline beyond the guest's limit before the instance takes it.
-        this.#fail(pending, 'cold', 0, `needs ${bytes} bytes, more than one plug step`);
+        this.#fail(pending, 0, `needs ${bytes} bytes, more than one plug step`);
       } else if (
         !this.#dispatchWarm(pending) &&
         !(this.#queue.length === 0 && this.#scaleUp(pending))
@@ -369,7 +369,7 @@ export class Controller {
       // Nothing runs: the agent leaves nothing behind a refused start. Give the memory back.
       this.#instances.delete(instance);
       this.#log.error({ err: error, function: instance.functionName }, 'scale-up failed');
-      this.#fail(pending, 'cold', queueWaitMs, `scale-up failed: ${messageOf(error)}`);
+      this.#fail(pending, queueWaitMs, `scale-up failed: ${messageOf(error)}`);
       this.#track(this.#unplug(instance.bytes));
       return;
     }
@@ -397,36 +397,29 @@ export class Controller {
       this.#log.warn({ err: failure, instance: instance.id }, 'invocation failed');
     }
     const now = this.#clock.now();
-    const record: InvocationRecord = {
-      id: pending.id,
-      functionName: pending.invocation.functionName,
-      memoryBytes: pending.invocation.memoryBytes,
-      arrivalMs: pending.arrivalMs,
-      queueWaitMs,
-      start,
-      coldStartMs,
-      serviceMs: now - began,
-      completionMs: now,
-      error,
-    };
-    this.metrics.invocations.push(record);
-    pending.resolve(record);
+    this.#complete(pending, { queueWaitMs, start, coldStartMs, serviceMs: now - began, error });
     this.#becameIdle(instance);
   }
 
-  #fail(pending: Pending, start: 'warm' | 'cold', queueWaitMs: number, error: string): void {
-    const now = this.#clock.now();
+  /** An invocation that never reached an instance. */
+  #fail(pending: Pending, queueWaitMs: number, error: string): void {
+    this.#complete(pending, { queueWaitMs, start: 'cold', coldStartMs: 0, serviceMs: null, error });
+  }
+
+  #complete(
+    pending: Pending,
+    outcome: Pick<
+      InvocationRecord,
+      'queueWaitMs' | 'start' | 'coldStartMs' | 'serviceMs' | 'error'
+    >,
+  ): void {
     const record: InvocationRecord = {
       id: pending.id,
       functionName: pending.invocation.functionName,
       memoryBytes: pending.invocation.memoryBytes,
       arrivalMs: pending.arrivalMs,
-      queueWaitMs,
-      start,
-      coldStartMs: 0,
-      serviceMs: null,
-      completionMs: now,
-      error,
+      completionMs: this.#clock.now(),
+      ...outcome,
     };
     this.metrics.invocations.push(record);
     pending.resolve(record);
