@@ -83,6 +83,11 @@ export interface FakeVmOptions {
   exitDelayMs?: number;
   /** From exit to the partition-reclaimed event. */
   reclaimDelayMs?: number;
+  /**
+   * A real driver to use instead of the fake device (its VMM's fake applies that VMM's rules);
+   * the agent then reads the plugged size from it.
+   */
+  hotplug?: HotplugMemory;
 }
 
 export class FakeVm {
@@ -106,7 +111,7 @@ export class FakeVm {
   failCreates = 0;
   /** normal: reclaim after the delay; silent: never report; fail: report partition-reclaim-failed. */
   reclaim: 'normal' | 'silent' | 'fail' = 'normal';
-  readonly #options: Required<FakeVmOptions>;
+  readonly #options: Required<Omit<FakeVmOptions, 'hotplug'>>;
   #nextInstance = 1;
   #subscribers: Array<(event: AgentEvent) => void> = [];
   /** Ends every open event stream (as an agent restart does); subscribers are woken. */
@@ -123,16 +128,20 @@ export class FakeVm {
       reclaimDelayMs: 30,
       ...options,
     };
-    this.hotplug = this.#makeHotplug();
+    this.hotplug = options.hotplug ?? this.#makeHotplug();
     this.agent = this.#makeAgent();
     this.invoker = this.#makeInvoker();
   }
 
   /** Plugged memory in no partition: offline in bound mode. */
   get spareBytes(): number {
-    let inPartitions = 0;
-    for (const bytes of this.partitions.values()) inPartitions += bytes;
-    return this.plugged - inPartitions;
+    return this.plugged - this.#partitionBytes();
+  }
+
+  #partitionBytes(): number {
+    let total = 0;
+    for (const bytes of this.partitions.values()) total += bytes;
+    return total;
   }
 
   get runningBytes(): number {
@@ -229,8 +238,9 @@ export class FakeVm {
           throw new AgentRequestError(422, 'HOTMEM_SPAWN_FAILED', 'command.0: spawn ENOENT');
         }
         const bytes = Math.ceil(request.memoryBytes / MEMORY_BLOCK) * MEMORY_BLOCK;
+        const plugged = await this.hotplug.size();
         const available =
-          this.#options.mode === 'bound' ? this.spareBytes : this.plugged - this.runningBytes;
+          plugged - (this.#options.mode === 'bound' ? this.#partitionBytes() : this.runningBytes);
         if (available < bytes) {
           throw new AgentRequestError(
             503,
