@@ -295,6 +295,22 @@ describe('Controller scale-down ordering and failures', () => {
     expect(vm.resizes).toEqual([256 * MiB]);
   });
 
+  it('records a failed invocation and keeps its instance for the next one', async () => {
+    const { vm, controller } = await setup('hotmem');
+    vm.failInvokes = 1;
+    const failed = controller.submit(call('thumb', 256, 100));
+    await vm.clock.advance(200);
+    expect(await failed).toMatchObject({
+      start: 'cold',
+      serviceMs: 50,
+      error: 'invoke: i-1 answered 502',
+    });
+    const next = controller.submit(call('thumb', 256, 100));
+    await vm.clock.advance(200);
+    expect(await next).toMatchObject({ start: 'warm', error: null });
+    expect(vm.log.filter((line) => line.startsWith('start'))).toEqual(['start i-1']);
+  });
+
   it('gives the memory back when the agent refuses to start the instance', async () => {
     const { vm, controller } = await setup('hotmem');
     vm.failCreates = 1;

@@ -109,6 +109,8 @@ export class FakeVm {
   /** Set by a test: the next stop requests fail with HOTMEM_INTERNAL. */
   failStops = 0;
   failCreates = 0;
+  /** Set by a test: the next invocations fail after running half their duration. */
+  failInvokes = 0;
   /** normal: reclaim after the delay; silent: never report; fail: report partition-reclaim-failed. */
   reclaim: 'normal' | 'silent' | 'fail' = 'normal';
   readonly #options: Required<Omit<FakeVmOptions, 'hotplug'>>;
@@ -344,8 +346,13 @@ export class FakeVm {
         if (instance.serving) throw new Error(`invoke: ${instanceId} is already serving`);
         instance.serving = true;
         this.log.push(`invoke ${instanceId}`);
-        await new Promise<void>((resolve) => this.clock.setTimeout(resolve, durationMs));
+        const failing = this.failInvokes > 0;
+        if (failing) this.failInvokes -= 1;
+        await new Promise<void>((resolve) =>
+          this.clock.setTimeout(resolve, failing ? durationMs / 2 : durationMs),
+        );
         instance.serving = false;
+        if (failing) throw new Error(`invoke: ${instanceId} answered 502`);
       },
     };
   }
