@@ -98,7 +98,10 @@ export interface ScaleDownRecord {
   startedMs: number;
   /** Stop request until the agent answered that the instance exited. */
   stopMs: number | null;
-  /** Instance exited until the partition-reclaimed event (hotmem mode only). */
+  /**
+   * Instance exited until the partition-reclaimed event (hotmem mode only; 0 when the event came
+   * before the agent answered the stop).
+   */
   reclaimMs: number | null;
   /** Lowering the requested size until the VMM reported it reached. */
   unplugMs: number | null;
@@ -145,6 +148,8 @@ interface Instance {
   partition: number | null;
   state: InstanceState;
   cancelKeepAlive: (() => void) | undefined;
+  /** The agent reported it exited without being asked: it leaves the pool. */
+  exitedOnItsOwn: boolean;
 }
 
 interface Pending {
@@ -235,7 +240,7 @@ export class Controller {
         onChange: () => this.#sample(),
       },
     );
-    if (this.#config.mode === 'hotmem') await this.#subscribe();
+    await this.#subscribe();
     this.#sample();
   }
 
@@ -340,6 +345,7 @@ export class Controller {
       partition: null,
       state: 'starting',
       cancelKeepAlive: undefined,
+      exitedOnItsOwn: false,
     };
     this.#instances.add(instance);
     void this.#startInstance(instance, pending);
@@ -427,6 +433,10 @@ export class Controller {
 
   /** The oldest queued invocation of this function takes the instance; else keep-alive runs. */
   #becameIdle(instance: Instance): void {
+    if (instance.exitedOnItsOwn) {
+      this.#track(this.#scaleDown(instance));
+      return;
+    }
     instance.state = 'idle';
     const index = this.#queue.findIndex(
       (pending) =>
@@ -599,12 +609,26 @@ export class Controller {
   }
 
   #onEvent(event: AgentEvent | SubscriberDropped): void {
+    if (event.type === 'instance-exited') this.#onInstanceExited(event.instance.id);
     if (event.type !== 'partition-reclaimed' && event.type !== 'partition-reclaim-failed') return;
     const waiter = this.#reclaimWaiters.get(event.partition);
     if (!waiter) return;
     this.#reclaimWaiters.delete(event.partition);
     if (event.type === 'partition-reclaimed') waiter.resolve();
     else waiter.reject(new Error(`partition ${event.partition} reclaim failed: ${event.error}`));
+  }
+
+  /**
+   * An instance that ended without being asked (crashed, killed by the OOM killer) leaves the
+   * pool: an idle one is scaled down now, a busy one once its invocation has returned.
+   */
+  #onInstanceExited(id: string): void {
+    for (const instance of this.#instances) {
+      if (instance.id !== id || instance.state === 'stopping') continue;
+      this.#log.warn({ instance: id }, 'instance exited on its own');
+      instance.exitedOnItsOwn = true;
+      if (instance.state === 'idle') this.#track(this.#scaleDown(instance));
+    }
   }
 
   /** Rejects with WaitTimeoutError after `ms`; the wrapped promise goes on. */

@@ -311,6 +311,37 @@ describe('Controller scale-down ordering and failures', () => {
     expect(vm.log.filter((line) => line.startsWith('start'))).toEqual(['start i-1']);
   });
 
+  it('scales down an idle instance that exited on its own, and starts afresh', async () => {
+    const { vm, controller } = await setup('hotmem', { keepAliveMs: 60_000 });
+    const first = controller.submit(call('thumb', 256, 10));
+    await vm.clock.advance(100);
+    await first;
+    vm.crash('i-1');
+    await vm.clock.advance(200);
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      instanceId: 'i-1',
+      outcome: 'unplugged',
+    });
+    expect(vm.log.slice(3)).toEqual(['crashed i-1', 'reclaimed p0', 'resize 0M']);
+    const next = controller.submit(call('thumb', 256, 10));
+    await vm.clock.advance(200);
+    expect(await next).toMatchObject({ start: 'cold', error: null });
+  });
+
+  it('does not return an instance that died during its invocation to the pool', async () => {
+    const { vm, controller } = await setup('stock', { keepAliveMs: 60_000 });
+    const failed = controller.submit(call('thumb', 256, 100));
+    await vm.clock.advance(50);
+    vm.crash('i-1');
+    await vm.clock.advance(200);
+    expect((await failed).error).toBe('invoke: i-1 exited');
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      instanceId: 'i-1',
+      outcome: 'unplugged',
+    });
+    expect([vm.requested, controller.heldBytes]).toEqual([0, 0]);
+  });
+
   it('gives the memory back when the agent refuses to start the instance', async () => {
     const { vm, controller } = await setup('hotmem');
     vm.failCreates = 1;

@@ -77,6 +77,10 @@ describe('FakeVm', () => {
     await vm.clock.advance(100);
     await stopped;
     expect(vm.log.slice(-2)).toEqual([`exited ${id}`, 'reclaimed p0']);
+    expect((await events.next()).value).toMatchObject({
+      type: 'instance-exited',
+      instance: { id },
+    });
     expect((await events.next()).value).toMatchObject({ type: 'partition-released' });
     expect((await events.next()).value).toMatchObject({
       type: 'partition-reclaimed',

@@ -16,6 +16,7 @@ import type { CreateInstanceRequest } from '../../../lib/agent/schemas.js';
 import type { SubscriberDropped } from '../../../lib/agent/server.js';
 import type { AgentApi, Clock, Invoker } from '../../../lib/host/controller/ports.js';
 import { type HotplugMemory, HotplugMemoryError } from '../../../lib/host/vmm/hotplug-memory.js';
+import type { InstanceSummary } from '../../../lib/instance/instance.js';
 
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
@@ -274,10 +275,7 @@ export class FakeVm {
           await new Promise<void>((resolve) =>
             this.clock.setTimeout(resolve, this.#options.exitDelayMs),
           );
-          instance.state = 'exited';
-          this.log.push(`exited ${id}`);
-          this.#step();
-          if (instance.partition !== null) this.#afterExit(instance.partition);
+          this.#exit(instance, 'exited');
         }
         return { id, state: 'exited' };
       },
@@ -290,6 +288,21 @@ export class FakeVm {
       }),
       events: async () => this.#subscribe(),
     };
+  }
+
+  /** The instance's process dies on its own, as after a crash or an OOM kill. */
+  crash(id: string): void {
+    const instance = this.instances.get(id);
+    if (instance?.state !== 'running') throw new Error(`fake: ${id} is not running`);
+    this.#exit(instance, 'crashed');
+  }
+
+  #exit(instance: FakeInstance, how: 'exited' | 'crashed'): void {
+    instance.state = 'exited';
+    this.log.push(`${how} ${instance.id}`);
+    this.#emit({ type: 'instance-exited', instance: summaryOf(instance) });
+    this.#step();
+    if (instance.partition !== null) this.#afterExit(instance.partition);
   }
 
   #afterExit(partition: number): void {
@@ -352,6 +365,7 @@ export class FakeVm {
           this.clock.setTimeout(resolve, failing ? durationMs / 2 : durationMs),
         );
         instance.serving = false;
+        if (instance.state !== 'running') throw new Error(`invoke: ${instanceId} exited`);
         if (failing) throw new Error(`invoke: ${instanceId} answered 502`);
       },
     };
@@ -359,6 +373,21 @@ export class FakeVm {
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+function summaryOf(instance: FakeInstance): InstanceSummary {
+  return {
+    id: instance.id,
+    pid: null,
+    partition: instance.partition,
+    command: ['/usr/bin/node'],
+    memoryBytes: instance.bytes,
+    cpuWeight: null,
+    state: 'exited',
+    startedAt: new Date(0).toISOString(),
+    adopted: false,
+    exit: { code: null, signal: 'SIGKILL', exitedAt: new Date(0).toISOString(), reason: 'exited' },
+  };
+}
 
 function reportOf(partition: number) {
   return { partition, blocks: 1, bytes: MEMORY_BLOCK, durationNs: 1_000_000, pagesMigrated: 0 };
