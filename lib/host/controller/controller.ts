@@ -508,6 +508,9 @@ export class Controller {
     }
     if (reclaimed) {
       const began = this.#clock.now();
+      const reclaimedAfter = () => {
+        record.reclaimMs = this.#clock.now() - began;
+      };
       try {
         await this.#bounded(
           reclaimed,
@@ -516,16 +519,23 @@ export class Controller {
         );
       } catch (error) {
         strand(error);
-        if (!(error instanceof WaitTimeoutError)) return;
-        try {
-          await reclaimed;
-        } catch (failure) {
-          strand(failure);
-          return;
+        if (error instanceof WaitTimeoutError) {
+          // A late event resumes it. Not tracked: close() must not wait for an event that may
+          // never come.
+          void reclaimed.then(() => {
+            reclaimedAfter();
+            return this.#release(instance, record);
+          }, strand);
         }
+        return;
       }
-      record.reclaimMs = this.#clock.now() - began;
+      reclaimedAfter();
     }
+    await this.#release(instance, record);
+  }
+
+  /** The instance is gone from the guest: unplug its memory. */
+  async #release(instance: Instance, record: ScaleDownRecord): Promise<void> {
     this.#instances.delete(instance);
     const began = this.#clock.now();
     await this.#unplug(instance.bytes);

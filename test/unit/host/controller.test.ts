@@ -218,6 +218,22 @@ describe('Controller scale-down ordering and failures', () => {
     ]);
   });
 
+  it('closes with a scale-down stranded by a missing reclaim, without waiting for it', async () => {
+    const { vm, controller } = await oneIdleInstance('hotmem', {
+      keepAliveMs: 60_000,
+      reclaimTimeoutMs: 1_000,
+    });
+    vm.reclaim = 'silent';
+    let closed = false;
+    void controller.close().then(() => {
+      closed = true;
+    });
+    await vm.clock.advance(2_000);
+    expect(closed).toBe(true);
+    expect(controller.metrics.scaleDowns[0]?.outcome).toBe('stranded');
+    expect(controller.heldBytes).toBe(256 * MiB);
+  });
+
   it('strands a scale-down whose reclaim failed: nothing unplugged, memory still held', async () => {
     const { vm, controller } = await oneIdleInstance('hotmem');
     vm.reclaim = 'fail';
