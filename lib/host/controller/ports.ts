@@ -7,12 +7,7 @@ import type { AgentEvent, AgentHealth } from '../../agent/agent.js';
 import type { CreateInstanceRequest } from '../../agent/schemas.js';
 import type { SubscriberDropped } from '../../agent/server.js';
 
-/**
- * The agent's API as the controller uses it (docs/agent-api.md). AgentClient
- * (lib/agent/client.ts) has health, createInstance and events with these signatures;
- * stopInstance is POST /v1/instances/:id/stop, which AgentClient reaches only through json() so
- * far.
- */
+/** The agent's API as the controller uses it (docs/agent-api.md); AgentClient implements it. */
 export interface AgentApi {
   /** GET /v1/health: says whether instances are bound to partitions. */
   health(): Promise<AgentHealth>;

@@ -383,6 +383,8 @@ function summaryOf(instance: FakeInstance): InstanceSummary {
     memoryBytes: instance.bytes,
     cpuWeight: null,
     state: 'exited',
+    port: null,
+    readyAt: null,
     startedAt: new Date(0).toISOString(),
     adopted: false,
     exit: { code: null, signal: 'SIGKILL', exitedAt: new Date(0).toISOString(), reason: 'exited' },
