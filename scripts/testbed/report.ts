@@ -20,7 +20,7 @@ export interface Sample {
   guestCpuMs: number;
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
@@ -131,16 +131,21 @@ const MIN_RUNS_FOR_INTERVAL = 5;
 const RESAMPLES = 2000;
 
 /**
- * The 95% percentile-bootstrap interval of median(a) / median(b): both groups resampled with
- * replacement, independently. Undefined with fewer than MIN_RUNS_FOR_INTERVAL runs in either.
+ * The 95% percentile-bootstrap interval of statistic(a) / statistic(b) (medians by default):
+ * both groups resampled with replacement, independently. Undefined with fewer than
+ * MIN_RUNS_FOR_INTERVAL values in either.
  */
-export function ratioInterval(a: number[], b: number[]): [number, number] | undefined {
+export function ratioInterval(
+  a: number[],
+  b: number[],
+  statistic: (xs: number[]) => number = median,
+): [number, number] | undefined {
   if (a.length < MIN_RUNS_FOR_INTERVAL || b.length < MIN_RUNS_FOR_INTERVAL) return undefined;
   const random = seededRandom(a.length * 7919 + b.length);
   const resample = (xs: number[]) => xs.map(() => xs[Math.floor(random() * xs.length)] as number);
   const ratios = Array.from(
     { length: RESAMPLES },
-    () => median(resample(a)) / median(resample(b)),
+    () => statistic(resample(a)) / statistic(resample(b)),
   ).sort((x, y) => x - y);
   return [
     ratios[Math.floor(0.025 * RESAMPLES)] as number,

@@ -1,0 +1,174 @@
+// A trace replayed against a real guest of the test bed: the in-guest agent started for the
+// mode (bound for hotmem, --unbound for stock), the host controller driving QEMU's virtio-mem
+// device over QMP, every invocation relayed by the agent to a function instance in the guest.
+// Both modes run in one booted VM, one after the other, on the same trace and budget.
+import { AgentClient } from '../../lib/agent/client.js';
+import { AgentInvoker } from '../../lib/host/controller/agent-invoker.js';
+import type {
+  ControllerConfigInput,
+  ControllerMetrics,
+} from '../../lib/host/controller/controller.js';
+import { Controller } from '../../lib/host/controller/controller.js';
+import { systemClock } from '../../lib/host/controller/ports.js';
+import { type ReplaySummary, replay } from '../../lib/host/replay.js';
+import type { Trace } from '../../lib/host/trace/trace.js';
+import type { Logger } from '../../lib/log.js';
+import { GUEST_FUNCTION, GUEST_PACKAGE } from './initramfs.js';
+import { type Guest, vmstatSnapshot } from './testbed.js';
+import { MiB } from './vm.js';
+
+/** The agent's TCP port in the guest; bootGuest must forward it (guestPorts). */
+export const REPLAY_AGENT_PORT = 7071;
+const TOKEN = 'replay-token-0123456789abcdef';
+const TOKEN_FILE = '/run/replay-agent-token';
+/** Instances listen on ports from here up, one per instance started in a run. */
+const FIRST_INSTANCE_PORT = 9000;
+const INSTANCE_PORTS = 20_000;
+
+export type ReplayMode = 'hotmem' | 'stock';
+
+export interface ModeRun {
+  mode: ReplayMode;
+  summary: ReplaySummary;
+  metrics: ControllerMetrics;
+  /** pgmigrate_success over the whole run, in the guest. */
+  pagesMigrated: number;
+  /** The device's plugged size once the controller closed, and before it started. */
+  pluggedAfterBytes: number;
+  pluggedBeforeBytes: number;
+  wallMs: number;
+}
+
+export interface ReplayOptions {
+  /** Controller settings both modes share (mode is set per run). */
+  controller: Omit<ControllerConfigInput, 'mode'>;
+  logger?: Logger;
+  /** Called with a line now and then while a run goes on. */
+  progress?: (line: string) => void;
+}
+
+/**
+ * What runs for an instance of a function: function.mjs holding half the function's memory
+ * minus what node itself takes, so the instance stays within its cgroup's memory.max.
+ */
+function instanceCommands(trace: Trace) {
+  const memory = new Map<string, number>();
+  for (const invocation of trace.invocations) {
+    memory.set(
+      invocation.functionName,
+      Math.max(memory.get(invocation.functionName) ?? 0, invocation.memoryBytes),
+    );
+  }
+  let started = 0;
+  return (functionName: string) => {
+    const port = FIRST_INSTANCE_PORT + (started++ % INSTANCE_PORTS);
+    const footprintMiB = Math.max(0, Math.floor((memory.get(functionName) ?? 0) / MiB / 2) - 16);
+    return {
+      command: ['/usr/bin/node', GUEST_FUNCTION],
+      env: { PORT: String(port), FOOTPRINT_MIB: String(footprintMiB) },
+      port,
+    };
+  };
+}
+
+async function startAgent(
+  g: Guest,
+  mode: ReplayMode,
+): Promise<{ pid: number; client: AgentClient }> {
+  await g.guest.write(TOKEN_FILE, TOKEN);
+  await g.guest.check([
+    '/usr/bin/node',
+    '-e',
+    `require('node:fs').chmodSync('${TOKEN_FILE}', 0o600)`,
+  ]);
+  const pid = await g.guest.spawn([
+    '/usr/bin/node',
+    `${GUEST_PACKAGE}/dist/lib/cli.js`,
+    'agent',
+    '--listen',
+    `0.0.0.0:${REPLAY_AGENT_PORT}`,
+    '--token-file',
+    TOKEN_FILE,
+    ...(mode === 'stock' ? ['--unbound'] : []),
+  ]);
+  const port = g.vm.hostPorts.get(REPLAY_AGENT_PORT);
+  if (port === undefined) throw new Error(`the guest's port ${REPLAY_AGENT_PORT} is not forwarded`);
+  const client = new AgentClient({ host: '127.0.0.1', port, token: TOKEN });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await client.health();
+      return { pid, client };
+    } catch (error) {
+      if (Date.now() > deadline)
+        throw new Error('the agent did not answer in 60 s', { cause: error });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
+/**
+ * How the guest onlines hot-plugged memory: stock Linux onlines it movable as it arrives (as
+ * distributions' udev rules do); with HotMem it stays offline until a partition takes it.
+ */
+async function setAutoOnline(g: Guest, mode: ReplayMode): Promise<void> {
+  await g.guest.write(
+    '/sys/devices/system/memory/auto_online_blocks',
+    mode === 'stock' ? 'online_movable' : 'offline',
+  );
+}
+
+/** Replays `trace` in one mode; the device must be at its floor (nothing plugged by others). */
+export async function replayInGuest(
+  g: Guest,
+  trace: Trace,
+  mode: ReplayMode,
+  options: ReplayOptions,
+): Promise<ModeRun> {
+  await setAutoOnline(g, mode);
+  const agent = await startAgent(g, mode);
+  try {
+    const pluggedBeforeBytes = await g.vm.virtioMem.size();
+    const moved = await vmstatSnapshot(g.guest);
+    const controller = new Controller(
+      {
+        hotplug: g.vm.virtioMem,
+        agent: agent.client,
+        invoker: new AgentInvoker(agent.client),
+        instanceCommand: instanceCommands(trace),
+        ...(options.logger && { logger: options.logger }),
+      },
+      { ...options.controller, mode },
+    );
+    await controller.start();
+    const started = Date.now();
+    const ticker =
+      options.progress &&
+      setInterval(() => {
+        const done = controller.metrics.invocations.length;
+        const failed = controller.metrics.invocations.filter((i) => i.error !== null).length;
+        const plugged = controller.metrics.memory.at(-1)?.pluggedBytes ?? 0;
+        options.progress?.(
+          `${mode}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${done}/${trace.invocations.length} invocations done (${failed} failed), ${plugged / MiB} MiB plugged`,
+        );
+      }, 10_000);
+    let summary: ReplaySummary;
+    try {
+      summary = await replay(trace, controller, systemClock);
+    } finally {
+      if (ticker) clearInterval(ticker);
+    }
+    return {
+      mode,
+      summary,
+      metrics: controller.metrics,
+      pagesMigrated: await moved('pgmigrate_success'),
+      pluggedBeforeBytes,
+      pluggedAfterBytes: await g.vm.virtioMem.size(),
+      wallMs: Date.now() - started,
+    };
+  } finally {
+    await g.guest.signal(agent.pid, 'SIGTERM');
+    await g.guest.wait(agent.pid, 60_000);
+  }
+}

@@ -1,0 +1,105 @@
+// The replay report's arithmetic on hand-made runs: throughput over the run's span, latency with
+// and without queueing, ratios with their intervals, and the series the plots draw.
+import { describe, expect, it } from 'vitest';
+import type { InvocationRecord } from '../../../lib/host/controller/controller.js';
+import { summarize } from '../../../lib/host/replay.js';
+import type { ModeRun } from '../../../scripts/testbed/replay-guest.js';
+import { modeFigures, percentile, replayReport } from '../../../scripts/testbed/replay-report.js';
+
+const MiB = 2 ** 20;
+
+function run(mode: ModeRun['mode'], latencies: number[], unplugMs: number): ModeRun {
+  const invocations: InvocationRecord[] = latencies.map((ms, i) => ({
+    id: i + 1,
+    functionName: 'fn-0000',
+    memoryBytes: 128 * MiB,
+    arrivalMs: i * 1000,
+    queueWaitMs: ms / 2,
+    start: i === 0 ? 'cold' : 'warm',
+    coldStartMs: i === 0 ? 100 : 0,
+    serviceMs: ms / 2,
+    completionMs: i * 1000 + ms,
+    error: null,
+  }));
+  const metrics = {
+    invocations,
+    scaleDowns: [
+      {
+        instanceId: 'i-000000000001',
+        functionName: 'fn-0000',
+        bytes: 128 * MiB,
+        startedMs: 0,
+        stopMs: 1,
+        reclaimMs: mode === 'hotmem' ? 2 : null,
+        unplugMs,
+        completedMs: 10,
+        outcome: 'unplugged' as const,
+        errors: [],
+      },
+    ],
+    memory: [
+      { timeMs: 0, requestedBytes: 128 * MiB, pluggedBytes: 128 * MiB, usedBytes: 128 * MiB },
+      { timeMs: 5000, requestedBytes: 0, pluggedBytes: 0, usedBytes: 0 },
+    ],
+  };
+  const end = Math.max(...invocations.map((i) => i.completionMs));
+  return {
+    mode,
+    summary: summarize(metrics, end),
+    metrics,
+    pagesMigrated: mode === 'stock' ? 500 : 0,
+    pluggedBeforeBytes: 0,
+    pluggedAfterBytes: 0,
+    wallMs: end,
+  };
+}
+
+describe('replay report', () => {
+  it('takes nearest-rank percentiles', () => {
+    expect(percentile([5, 1, 3, 2, 4], 50)).toBe(3);
+    expect(percentile([5, 1, 3, 2, 4], 99)).toBe(5);
+    expect(percentile([], 50)).toBeNaN();
+  });
+
+  it('measures throughput over the span from the first arrival to the last completion', () => {
+    // Arrivals at 0..4 s, the last completes at 4 s + 1 s: 5 invocations in 5 s.
+    const figures = modeFigures(run('hotmem', [1000, 1000, 1000, 1000, 1000], 20));
+    expect(figures.throughputPerS).toBeCloseTo(1, 5);
+    expect(figures.latencyMs.p50).toBe(1000);
+    expect(figures.latencyWithoutQueueMs.p50).toBe(500);
+    expect(figures).toMatchObject({ coldStarts: 1, failed: 0, pagesMigrated: 0, stranded: 0 });
+    // 128 MiB plugged for the 5 s of the span.
+    expect(figures.meanPluggedMiB).toBeCloseTo(128, 5);
+    // Memory before the first arrival does not count.
+    const late = run('hotmem', [1000, 1000, 1000, 1000, 1000], 20);
+    late.metrics.memory.unshift({
+      timeMs: -10_000,
+      requestedBytes: 0,
+      pluggedBytes: 1024 * MiB,
+      usedBytes: 0,
+    });
+    expect(modeFigures(late).meanPluggedMiB).toBeCloseTo(128, 5);
+  });
+
+  it('gives stock/HotMem ratios, and the series the plots need', () => {
+    const stock = run('stock', [2000, 2000, 2000, 2000, 2000, 4000], 400);
+    const hotmem = run('hotmem', [1000, 1000, 1000, 1000, 1000, 2000], 20);
+    const report = replayReport([stock, hotmem]);
+    // Six invocations each: enough for an interval, which holds the ratio.
+    expect(report.markdown).toMatch(
+      /- latency p50 stock\/hotmem: 2\.00x \(95% CI 1\.\d\d–[23]\.\d\d\)/,
+    );
+    expect(report.markdown).toMatch(/- latency p99 stock\/hotmem: 2\.00x \(95% CI /);
+    // One scale-down each: a ratio, but too few for an interval.
+    expect(report.markdown).toMatch(/^- unplug p50 stock\/hotmem: 20\.00x$/m);
+    // Spans: stock 5 s + 4 s, hotmem 5 s + 2 s.
+    expect(report.markdown).toContain(`- throughput hotmem/stock: ${(9 / 7).toFixed(2)}x`);
+    expect(report.markdown).toMatch(/\| stock \| 6 \| 0 \| 1 \|/);
+    expect(report.latencies.hotmem).toEqual([1000, 1000, 1000, 1000, 1000, 2000]);
+    expect(report.memory.filter((m) => m.series === 'stock plugged')).toEqual([
+      { timeS: 0, series: 'stock plugged', bytes: 128 * MiB },
+      { timeS: 5, series: 'stock plugged', bytes: 0 },
+    ]);
+    expect(report.invocationsPerSecond.filter((c) => c.series === 'hotmem')).toHaveLength(6);
+  });
+});
