@@ -5,7 +5,9 @@ import http from 'node:http';
 import type { InvocationResult } from '../instance/http-endpoint.js';
 import type { InstanceSummary } from '../instance/instance.js';
 import type { AgentEvent, AgentHealth, AgentPartition, MemorySummary } from './agent.js';
+import type { BindingSummary, ReleasedBinding } from './bindings.js';
 import {
+  type CreateBindingRequest,
   type CreateInstanceRequest,
   DEFAULT_INVOKE_TIMEOUT_MS,
   type InvokeRequest,
@@ -57,6 +59,20 @@ export class AgentClient {
     return this.json('POST', '/v1/instances', request) as Promise<never>;
   }
 
+  /** Binds an existing process to a new partition (the same name and pid again: the same). */
+  createBinding(request: CreateBindingRequest): Promise<BindingSummary> {
+    return this.json('POST', '/v1/bindings', request) as Promise<never>;
+  }
+
+  async bindings(): Promise<BindingSummary[]> {
+    return ((await this.json('GET', '/v1/bindings')) as { bindings: never }).bindings;
+  }
+
+  /** Answers once the binding's partition is reclaimed. */
+  releaseBinding(name: string): Promise<ReleasedBinding> {
+    return this.json('DELETE', `/v1/bindings/${encodeURIComponent(name)}`) as Promise<never>;
+  }
+
   /**
    * Stops an instance; resolves with its summary once it has exited and been cleaned up. The
    * agent answers after the grace it was given (its own default when none), so this waits for
@@ -78,7 +94,7 @@ export class AgentClient {
 
   /** Sends one request; resolves with the parsed JSON (or text) body of a 2xx answer. */
   async json(
-    method: 'GET' | 'POST',
+    method: 'GET' | 'POST' | 'DELETE',
     path: string,
     body?: unknown,
     timeoutMs: number | null = this.timeoutMs,

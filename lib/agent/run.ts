@@ -4,6 +4,7 @@
  * SIGINT: stop instances newest first, reclaim, close, flush the log.
  */
 import { open } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { launcherPath } from '../binding.js';
 import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
@@ -13,6 +14,7 @@ import type { LoggerHandle } from '../log.js';
 import { MemoryBlocks } from '../memory-blocks.js';
 import { PartitionManager } from '../partition-manager.js';
 import {
+  closeFd,
   loadProcessSupport,
   pidfdOpen,
   pidfdSendSignal,
@@ -20,6 +22,7 @@ import {
   setChildSubreaper,
 } from '../process.js';
 import { Agent, DEFAULT_STATE_DIR, type Reaper } from './agent.js';
+import { Bindings, type ProcessBinder } from './bindings.js';
 import { AgentServer, DEFAULT_SOCKET_PATH, type Endpoint } from './server.js';
 
 export interface RunAgentOptions {
@@ -45,6 +48,7 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
   const hotmem = options.unbound ? null : openHotMem(options.root, logger);
   if (options.unbound) logger.info('--unbound: HotMem left unused, instances run unbound');
   const launcher = hotmem ? findLauncher(devicePath({ root: options.root }), logger) : null;
+  const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
   const agent = new Agent({
     partitions: hotmem?.manager ?? null,
     cgroups: new CgroupTree(options.cgroupRoot ?? DEFAULT_CGROUP_ROOT),
@@ -52,15 +56,24 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
     pidfds: native?.pidfds ?? null,
     reaper: native?.reaper ?? null,
     logger,
-    stateDir: options.stateDir ?? DEFAULT_STATE_DIR,
+    stateDir,
     logOutput: options.logOutput ?? false,
+  });
+  const device = hotmem?.device;
+  const bindings = new Bindings({
+    agent,
+    partitions: hotmem?.manager ?? null,
+    binder: native && device ? processBinder(device) : null,
+    logger,
+    stateDir: path.join(stateDir, 'bindings'),
   });
   let server: AgentServer | undefined;
   // The first failure is the one reported; shutting down after it must not hide it.
   let failure: unknown;
   try {
     await agent.start();
-    server = await AgentServer.listen({ agent, logger, endpoint });
+    await bindings.start();
+    server = await AgentServer.listen({ agent, bindings, logger, endpoint });
     const signal = await waitForSignal(['SIGTERM', 'SIGINT']);
     logger.info({ signal }, 'shutdown requested');
   } catch (error) {
@@ -73,6 +86,7 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
     failure ??= error;
   }
   await server?.close();
+  bindings.close();
   hotmem?.close();
   log.flush();
   if (failure !== undefined) throw failure;
@@ -129,7 +143,7 @@ function findLauncher(device: string, logger: Logger): Launcher | null {
 function openHotMem(
   root: string,
   logger: Logger,
-): { manager: PartitionManager; close(): void } | null {
+): { manager: PartitionManager; device: HotMemDevice; close(): void } | null {
   if (!HotMemDevice.available({ root })) {
     logger.warn({ root }, 'no usable /dev/hotmem: HotMem unavailable, instances run unbound');
     return null;
@@ -138,11 +152,16 @@ function openHotMem(
   const manager = new PartitionManager({ blocks: new MemoryBlocks({ root }), device, logger });
   return {
     manager,
+    device,
     close() {
       manager.close();
       device.close();
     },
   };
+}
+
+function processBinder(device: HotMemDevice): ProcessBinder {
+  return { pidfdOpen, bind: (pidfd, partition) => device.bind(pidfd, partition), closeFd };
 }
 
 function waitForSignal(signals: NodeJS.Signals[]): Promise<NodeJS.Signals> {

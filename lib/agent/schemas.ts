@@ -18,11 +18,20 @@ export const LIMITS = {
   memoryBytesMax: 2 ** 40,
   graceMsMax: 10 * 60 * 1000,
   invokeTimeoutMsMax: 10 * 60 * 1000,
+  bindingNameChars: 128,
+  /** The kernel's PID_MAX_LIMIT on 64-bit. */
+  pidMax: 4 * 1024 * 1024,
 } as const;
 
 export const DEFAULT_INVOKE_TIMEOUT_MS = 30_000;
 
 const noNul = (value: string) => !value.includes('\0');
+
+const memoryBytesSchema = z
+  .number()
+  .int()
+  .min(LIMITS.memoryBytesMin, `at least ${LIMITS.memoryBytesMin} (4 MiB)`)
+  .max(LIMITS.memoryBytesMax, `at most ${LIMITS.memoryBytesMax} (1 TiB)`);
 
 const argument = z
   .string()
@@ -55,11 +64,7 @@ export const createInstanceSchema = z
       .refine((value) => value.startsWith('/'), 'must be an absolute path')
       .refine(noNul, 'must not contain NUL')
       .optional(),
-    memoryBytes: z
-      .number()
-      .int()
-      .min(LIMITS.memoryBytesMin, `at least ${LIMITS.memoryBytesMin} (4 MiB)`)
-      .max(LIMITS.memoryBytesMax, `at most ${LIMITS.memoryBytesMax} (1 TiB)`),
+    memoryBytes: memoryBytesSchema,
     cpuWeight: z.number().int().min(CPU_WEIGHT_MIN).max(CPU_WEIGHT_MAX).optional(),
     port: z.number().int().min(1).max(65535).optional(),
   })
@@ -99,3 +104,22 @@ export function parseRequest<T>(schema: z.ZodType<T>, value: unknown, what: stri
     .join('; ');
   throw new AgentError('HOTMEM_INVALID_REQUEST', details);
 }
+
+/**
+ * Names of bindings: the OCI runtime's container id, as containerd, CRI-O and Kata make them
+ * ([A-Za-z0-9] then [A-Za-z0-9_.-]); usable as a file name and a path segment as they are.
+ */
+export const bindingNameSchema = z
+  .string()
+  .max(LIMITS.bindingNameChars, `at most ${LIMITS.bindingNameChars} characters`)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a container id: [A-Za-z0-9] then [A-Za-z0-9_.-]');
+
+export const createBindingSchema = z
+  .object({
+    name: bindingNameSchema,
+    pid: z.number().int().min(2, 'not init').max(LIMITS.pidMax, `at most ${LIMITS.pidMax}`),
+    memoryBytes: memoryBytesSchema,
+  })
+  .strict();
+
+export type CreateBindingRequest = z.infer<typeof createBindingSchema>;

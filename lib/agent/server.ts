@@ -11,8 +11,11 @@ import type stream from 'node:stream';
 import type { Logger } from 'pino';
 import { isErrnoError } from '../errors.js';
 import type { Agent } from './agent.js';
+import type { Bindings } from './bindings.js';
 import { AgentError, toAgentError } from './errors.js';
 import {
+  bindingNameSchema,
+  createBindingSchema,
   createInstanceSchema,
   invokeSchema,
   LIMITS,
@@ -61,6 +64,7 @@ const DROPPED_SUBSCRIBER_LINGER_MS = 5_000;
 
 export interface AgentServerOptions {
   agent: Agent;
+  bindings: Bindings;
   logger: Logger;
   endpoint: Endpoint;
   limits?: Partial<ServerLimits>;
@@ -72,14 +76,17 @@ interface RouteContext {
   params: string[];
 }
 
+type Method = 'GET' | 'POST' | 'DELETE';
+
 interface Route {
   pattern: RegExp;
-  methods: Partial<Record<'GET' | 'POST', (context: RouteContext) => Promise<void>>>;
+  methods: Partial<Record<Method, (context: RouteContext) => Promise<void>>>;
 }
 
 export class AgentServer {
   private readonly server: http.Server;
   private readonly agent: Agent;
+  private readonly bindings: Bindings;
   private readonly logger: Logger;
   private readonly endpoint: Endpoint;
   private readonly routes: Route[];
@@ -91,6 +98,7 @@ export class AgentServer {
 
   private constructor(options: AgentServerOptions) {
     this.agent = options.agent;
+    this.bindings = options.bindings;
     this.logger = options.logger;
     this.endpoint = options.endpoint;
     this.limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
@@ -191,7 +199,7 @@ export class AgentServer {
   }
 
   private buildRoutes(): Route[] {
-    const agent = this.agent;
+    const { agent, bindings } = this;
     return [
       {
         pattern: /^\/v1\/health$/,
@@ -260,6 +268,31 @@ export class AgentServer {
         },
       },
       {
+        pattern: /^\/v1\/bindings$/,
+        methods: {
+          GET: async ({ response }) => sendJson(response, 200, { bindings: bindings.list() }),
+          POST: async ({ request, response }) => {
+            const body = parseRequest(
+              createBindingSchema,
+              await readJson(request, response),
+              'body',
+            );
+            const { binding, created } = await bindings.bind(body);
+            response.setHeader('location', `/v1/bindings/${binding.name}`);
+            sendJson(response, created ? 201 : 200, binding);
+          },
+        },
+      },
+      {
+        pattern: /^\/v1\/bindings\/([^/]+)$/,
+        methods: {
+          DELETE: async ({ response, params }) => {
+            const name = parseRequest(bindingNameSchema, params[0], 'name');
+            sendJson(response, 200, await bindings.release(name));
+          },
+        },
+      },
+      {
         pattern: /^\/v1\/partitions$/,
         methods: {
           GET: async ({ response }) =>
@@ -294,7 +327,7 @@ export class AgentServer {
       const pathname = requestPath(request.url ?? '');
       const route = this.routes.find((candidate) => candidate.pattern.test(pathname));
       if (!route) throw new AgentError('HOTMEM_NOT_FOUND', `no route ${pathname}`);
-      const handler = route.methods[request.method as 'GET' | 'POST'];
+      const handler = route.methods[request.method as Method];
       if (!handler) {
         response.setHeader('allow', Object.keys(route.methods).join(', '));
         throw new AgentError(

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { Agent, type AgentOptions } from '../../../lib/agent/agent.js';
+import { Bindings, type BindingsOptions } from '../../../lib/agent/bindings.js';
 import { AgentClient } from '../../../lib/agent/client.js';
 import { AgentServer, type Endpoint, type ServerLimits } from '../../../lib/agent/server.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
@@ -18,6 +19,7 @@ export interface Harness {
   socketPath: string;
   launcherArgv: string;
   agent: Agent;
+  bindings: Bindings;
   server: AgentServer;
   client: AgentClient;
   close(): Promise<void>;
@@ -56,6 +58,7 @@ export async function startHarness(
     tree?: Awaited<ReturnType<typeof makeTempTree>>;
     limits?: Partial<ServerLimits>;
     logger?: Logger;
+    bindings?: Partial<Pick<BindingsOptions, 'binder' | 'releaseTimeoutMs' | 'retainSettled'>>;
   } = {},
 ): Promise<Harness> {
   const {
@@ -63,6 +66,7 @@ export async function startHarness(
     tree: treeOverride,
     limits,
     logger = silentLogger(),
+    bindings: bindingsOverrides,
     ...agentOverrides
   } = overrides;
   const tree = treeOverride ?? (await makeTempTree());
@@ -80,8 +84,23 @@ export async function startHarness(
     ...agentOverrides,
   });
   await agent.start();
+  const bindings = new Bindings({
+    agent,
+    partitions: agentOverrides.partitions ?? null,
+    binder: null,
+    logger,
+    stateDir: path.join(tree.stateDir, 'bindings'),
+    ...bindingsOverrides,
+  });
+  await bindings.start();
   const endpoint = endpointOverride ?? { socketPath };
-  const server = await AgentServer.listen({ agent, logger, endpoint, ...(limits && { limits }) });
+  const server = await AgentServer.listen({
+    agent,
+    bindings,
+    logger,
+    endpoint,
+    ...(limits && { limits }),
+  });
   const client = new AgentClient(
     'socketPath' in endpoint
       ? endpoint
@@ -92,11 +111,13 @@ export async function startHarness(
     socketPath,
     launcherArgv: launcher.argv,
     agent,
+    bindings,
     server,
     client,
     async close() {
       await agent.shutdown();
       await server.close();
+      bindings.close();
       await rm(tree.dir, { recursive: true, force: true });
     },
   };
