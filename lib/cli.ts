@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { type MemorySummary, summarizeMemory } from './agent/agent.js';
 import { AgentClient, AgentRequestError } from './agent/client.js';
 import { runAgent } from './agent/run.js';
+import { DEFAULT_SOCKET_PATH } from './agent/server.js';
 import { launcherPath } from './binding.js';
 import {
   HotMemDevice,
@@ -21,6 +22,7 @@ import {
 } from './hotmem-device.js';
 import { createLogger, type LoggerHandle } from './log.js';
 import { type MemoryBlock, MemoryBlocks } from './memory-blocks.js';
+import { type IfUnavailable, OCI_HOOK_STAGES, type OciHookStage, runOciHook } from './oci-hook.js';
 import { PartitionManager } from './partition-manager.js';
 
 export const EXIT = { ok: 0, runtime: 1, usage: 2, unavailable: 3 } as const;
@@ -46,12 +48,15 @@ Commands:
   agent [--socket PATH] [--listen HOST:PORT --token-file FILE]
         [--cgroup-root DIR] [--state-dir DIR] [--log-output] [--unbound]
                                  run the in-guest agent
+  oci-hook <createRuntime|prestart|poststop> [--if-unavailable fail|unbound]
+                                 OCI runtime hook (state on stdin): bind the container
+                                 to a partition through the agent, or release it
 
 Global options:
   --json            machine-readable output
   --debug           debug logging; stack traces on errors
   --root DIR        prefix for /sys and /dev (testing)
-  --agent SOCKET    ask a running agent (status, partitions)
+  --agent SOCKET    ask a running agent (status, partitions, oci-hook)
   -h, --help        this text
 
 Sizes: bytes or a number with K, M, G or T (powers of 1024), e.g. 512M, 2G.
@@ -71,6 +76,7 @@ const OPTIONS = {
   'state-dir': { type: 'string' },
   'log-output': { type: 'boolean' },
   unbound: { type: 'boolean' },
+  'if-unavailable': { type: 'string' },
 } as const;
 
 /** Which command accepts which of its own options; the global ones go with every command. */
@@ -81,9 +87,10 @@ const COMMAND_OPTIONS: Record<string, readonly string[]> = {
   run: ['memory'],
   reclaim: [],
   agent: ['socket', 'listen', 'token-file', 'cgroup-root', 'state-dir', 'log-output', 'unbound'],
+  'oci-hook': ['if-unavailable'],
 };
 const GLOBAL_OPTIONS = ['json', 'debug', 'root', 'agent', 'help'];
-const AGENT_AWARE = ['status', 'partitions'];
+const AGENT_AWARE = ['status', 'partitions', 'oci-hook'];
 
 const DEFAULT_RUN_MEMORY = 256 * 2 ** 20;
 const SIZE_UNITS: Record<string, number> = {
@@ -195,7 +202,7 @@ function checkOptions(name: string, values: Values): void {
     }
   }
   if (values.agent && !AGENT_AWARE.includes(name)) {
-    throw new UsageError(`--agent works with ${AGENT_AWARE.join(' and ')} only`);
+    throw new UsageError(`--agent works with ${AGENT_AWARE.join(', ')} only`);
   }
 }
 
@@ -401,7 +408,37 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
     );
     return EXIT.ok;
   },
+
+  'oci-hook': ociHook,
 };
+
+/** The hook's exit status is what the runtime acts on; stdout is left to the runtime. */
+async function ociHook(context: Context): Promise<number> {
+  expectArgs(context, 1, `a stage (${OCI_HOOK_STAGES.join(', ')})`);
+  const stage = context.args[0] as string;
+  if (!(OCI_HOOK_STAGES as readonly string[]).includes(stage)) {
+    throw new UsageError(`stage: '${stage}' is not one of ${OCI_HOOK_STAGES.join(', ')}`);
+  }
+  const ifUnavailable = context.values['if-unavailable'] ?? 'fail';
+  if (ifUnavailable !== 'fail' && ifUnavailable !== 'unbound') {
+    throw new UsageError(`--if-unavailable: '${ifUnavailable}' is not fail or unbound`);
+  }
+  const outcome = await runOciHook({
+    stage: stage as OciHookStage,
+    state: await readStdin(),
+    socketPath: context.values.agent ?? DEFAULT_SOCKET_PATH,
+    ifUnavailable: ifUnavailable as IfUnavailable,
+    warn: (line) => process.stderr.write(`hotmem oci-hook: ${line}\n`),
+  });
+  context.log.logger.info({ stage, outcome }, 'oci-hook done');
+  return EXIT.ok;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 function parseHostPort(text: string): { host: string; port: number } {
   const match = /^(.+):(\d{1,5})$/.exec(text);

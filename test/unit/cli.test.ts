@@ -80,7 +80,10 @@ describe('hotmem CLI', () => {
         /^--listen: 'nowhere' is not HOST:PORT/,
       ],
       [['agent', '--listen', 'h:1', '--socket', '/s', '--token-file', '/t'], /exclude each other/],
-      [['blocks', '--agent', '/run/x.sock'], /^--agent works with status and partitions only$/],
+      [
+        ['blocks', '--agent', '/run/x.sock'],
+        /^--agent works with status, partitions, oci-hook only$/,
+      ],
     ];
     for (const [args, message] of cases) {
       const error = await main(args).catch((caught: unknown) => caught);
