@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything HotMem's build, test bed and tests need on a Debian 12 machine (as root):
 # QEMU, static busybox, the kernel build toolchain with ccache, Debian's 6.12 kernel source,
-# valgrind for the addon's memory checks; then the npm dependencies.
+# valgrind for the addon's memory checks, crun for the OCI hook suite; then the npm dependencies.
 #
 # linux-source-6.12: an installed one is kept, whatever its point release (apply.sh takes any
 # 6.12 sublevel the series applies to). Otherwise the version the series was made on
@@ -15,7 +15,7 @@ installed() { dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^instal
 packages=(
 	qemu-system-x86 busybox-static cpio
 	build-essential flex bison bc libelf-dev libssl-dev ccache kmod rsync xz-utils zstd
-	valgrind
+	valgrind crun
 )
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done

@@ -64,6 +64,7 @@ describe('scripts/setup.sh: which linux-source-6.12', () => {
     'xz-utils',
     'zstd',
     'valgrind',
+    'crun',
   ].map((p) => `${p}=1`);
 
   beforeEach(() => {
