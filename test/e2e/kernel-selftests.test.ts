@@ -37,13 +37,13 @@ import {
   buildHotMemKernel,
   buildKernel,
   buildSelftest,
+  extraKernelUnavailable,
   type Guest,
   type HotMemKernel,
   hotMemKernels,
   kernelSelftests,
   kernelSuiteTitle,
   type SelftestProgram,
-  stockKernelUnavailable,
   vmstat,
 } from '../../scripts/testbed/testbed.js';
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
@@ -172,7 +172,8 @@ function pairOf(patched: HotMemKernel): KernelPair {
   return {
     stock: {
       name: patched.name.replace(/^patched /, 'stock '),
-      unavailable: patched.unavailable ?? stockKernelUnavailable({ source: patched.source }),
+      unavailable:
+        patched.unavailable ?? extraKernelUnavailable('stock', { source: patched.source }),
       build: () => buildKernel({ source: patched.source }),
     },
     patched: { ...patched, build: () => buildHotMemKernel(patched) },

@@ -15,6 +15,7 @@ import { projectRoot } from '../../scripts/testbed/paths.js';
 import {
   bootGuest,
   buildKernel,
+  extraKernelUnavailable,
   type Guest,
   HOTMEM_V6_12,
   hotMemKernels,
@@ -29,9 +30,14 @@ const SOCKET = '/run/hotmem/agent.sock';
 const HOOKS_LOG = '/run/oci-hooks.log';
 
 const kernel = hotMemKernels().find((candidate) => candidate.name === HOTMEM_V6_12.name);
+const containersKernel = {
+  patches: HOTMEM_V6_12.series,
+  configs: [join(projectRoot(), 'scripts/kernel/containers.config')],
+};
 const unavailable =
   kernel?.unavailable ??
-  (existsSync(CRUN) ? undefined : `${CRUN} is not installed (scripts/setup.sh installs crun)`);
+  (existsSync(CRUN) ? undefined : `${CRUN} is not installed (scripts/setup.sh installs crun)`) ??
+  extraKernelUnavailable('containers', containersKernel);
 
 /** A bundle's config.json: only a mount namespace (the guest kernel has no other), no seccomp. */
 function containerConfig(args: string[], memoryLimit: number) {
@@ -134,10 +140,7 @@ describe.skipIf(unavailable !== undefined)(
       });
 
     beforeAll(async () => {
-      const bzImage = await buildKernel({
-        patches: HOTMEM_V6_12.series,
-        configs: [join(projectRoot(), 'scripts/kernel/containers.config')],
-      });
+      const bzImage = await buildKernel(containersKernel);
       const crunFiles: Record<string, string> = { [CRUN]: CRUN };
       for (const lib of sharedLibraries(CRUN)) crunFiles[lib] = realpathSync(lib);
       g = await bootGuest(bzImage, { hotplugRegion: 2 * GiB, extraFiles: crunFiles });

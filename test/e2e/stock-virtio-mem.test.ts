@@ -6,10 +6,10 @@ import {
   blockStates,
   bootGuest,
   buildKernel,
+  extraKernelUnavailable,
   type Guest,
   meminfo,
   resizeMeasured,
-  stockKernelUnavailable,
 } from '../../scripts/testbed/testbed.js';
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
@@ -19,7 +19,7 @@ function onlineMovable(states: Record<string, string>): string[] {
   return Object.keys(states).filter((b) => states[b] === 'online Movable');
 }
 
-const stockUnavailable = stockKernelUnavailable();
+const stockUnavailable = extraKernelUnavailable('stock');
 
 describe.skipIf(stockUnavailable !== undefined)(
   `stock virtio-mem (blocks onlined movable)${stockUnavailable ? ` (skipped: ${stockUnavailable})` : ''}`,

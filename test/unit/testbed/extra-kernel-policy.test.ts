@@ -1,19 +1,19 @@
-// HOTMEM_STOCK_KERNEL: whether the suites that boot a stock kernel build it or wait for a cached one.
+// HOTMEM_EXTRA_KERNELS: whether suites that boot a kernel beyond HotMem and its debug build build it or wait for a cached one.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { projectRoot } from '../../../scripts/testbed/paths.js';
-import { stockKernelUnavailable } from '../../../scripts/testbed/testbed.js';
+import { extraKernelUnavailable } from '../../../scripts/testbed/testbed.js';
 
-describe('stockKernelUnavailable', () => {
+describe('extraKernelUnavailable', () => {
   let dir: string;
   let source: string;
   const env = (policy?: string) => ({
     ...process.env,
     HOTMEM_CACHE: join(dir, 'cache'),
-    HOTMEM_STOCK_KERNEL: policy,
+    HOTMEM_EXTRA_KERNELS: policy,
   });
 
   beforeEach(() => {
@@ -28,14 +28,14 @@ describe('stockKernelUnavailable', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('builds the stock kernel by default and with "build"', () => {
-    const { HOTMEM_STOCK_KERNEL: _, ...rest } = env();
-    expect(stockKernelUnavailable({ source }, rest)).toBeUndefined();
-    expect(stockKernelUnavailable({ source }, env('build'))).toBeUndefined();
+    const { HOTMEM_EXTRA_KERNELS: _, ...rest } = env();
+    expect(extraKernelUnavailable('stock', { source }, rest)).toBeUndefined();
+    expect(extraKernelUnavailable('stock', { source }, env('build'))).toBeUndefined();
   });
 
   it('with "cached", skips until the stock kernel is in the cache', () => {
-    expect(stockKernelUnavailable({ source }, env('cached'))).toBe(
-      'HOTMEM_STOCK_KERNEL=cached and the stock kernel is not built yet (npm test without it builds it)',
+    expect(extraKernelUnavailable('stock', { source }, env('cached'))).toBe(
+      'HOTMEM_EXTRA_KERNELS=cached and the stock kernel is not built yet (npm test without it builds it)',
     );
     // What build-kernel.sh leaves when a build finished.
     const build = spawnSync(
@@ -48,12 +48,12 @@ describe('stockKernelUnavailable', () => {
     ).stdout.trim();
     mkdirSync(build, { recursive: true });
     writeFileSync(join(build, '.hotmem-done'), '');
-    expect(stockKernelUnavailable({ source }, env('cached'))).toBeUndefined();
+    expect(extraKernelUnavailable('stock', { source }, env('cached'))).toBeUndefined();
   });
 
   it('refuses any other value, naming it', () => {
-    expect(() => stockKernelUnavailable({ source }, env('sometimes'))).toThrow(
-      'HOTMEM_STOCK_KERNEL must be "build" or "cached", not "sometimes"',
+    expect(() => extraKernelUnavailable('stock', { source }, env('sometimes'))).toThrow(
+      'HOTMEM_EXTRA_KERNELS must be "build" or "cached", not "sometimes"',
     );
   });
 });
