@@ -218,7 +218,7 @@ export class Agent {
     const cleanup = new CleanupStack();
     let partition: number | null = null;
     if (this.bindsInstances && this.options.partitions) {
-      partition = (await this.acquire(this.options.partitions, request.memoryBytes)).partition;
+      partition = (await this.acquirePartition(request.memoryBytes)).partition;
       const leased = partition;
       this.leases.set(leased, id);
       cleanup.push('release partition bookkeeping', () => {
@@ -259,7 +259,7 @@ export class Agent {
     } catch (error) {
       await cleanup.unwind(this.logger);
       // Acquired but never bound: no release will ever be reported for it.
-      if (partition !== null) void this.reclaim(partition);
+      if (partition !== null) void this.reclaimPartition(partition);
       if (error instanceof SpawnError) throw new AgentError('HOTMEM_SPAWN_FAILED', error.message);
       throw error;
     }
@@ -456,7 +456,7 @@ export class Agent {
   private followPartitionEvents(partitions: PartitionManagerApi): void {
     const onReleased = ({ partition }: { partition: number }) => {
       this.emit({ type: 'partition-released', partition });
-      void this.reclaim(partition);
+      void this.reclaimPartition(partition);
     };
     const onOverflow = () => {
       this.logger.warn('kernel dropped events: reclaiming every unused partition');
@@ -491,12 +491,16 @@ export class Agent {
     const unused = (await partitions.status()).partitions.filter(
       (info) => info.state === 'free' && !held.has(info.id),
     );
-    await Promise.all(unused.map((info) => this.reclaim(info.id)));
+    await Promise.all(unused.map((info) => this.reclaimPartition(info.id)));
   }
 
-  private async acquire(source: PartitionManagerApi, bytes: number): Promise<Acquired> {
+  /**
+   * A partition populated with at least `bytes`, for an instance or a binding; the caller binds
+   * it, or gives it back with reclaimPartition() if it cannot.
+   */
+  async acquirePartition(bytes: number): Promise<Acquired> {
     try {
-      return await source.acquire(bytes, {
+      return await this.requirePartitions().acquire(bytes, {
         timeoutMs: this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS,
         spill: this.options.spill ?? false,
       });
@@ -513,8 +517,11 @@ export class Agent {
     }
   }
 
-  /** One reclaim per partition at a time; the outcome is reported as an event, never thrown. */
-  private reclaim(partition: number): Promise<void> {
+  /**
+   * One reclaim per partition at a time, counted and reported as an event, never thrown: the
+   * only path by which partitions are reclaimed.
+   */
+  reclaimPartition(partition: number): Promise<void> {
     const source = this.options.partitions;
     if (!source) return Promise.resolve();
     const pending = this.reclaims.get(partition);

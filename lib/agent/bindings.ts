@@ -16,7 +16,6 @@ import type { Agent, AgentEvent, SerializedReclaimReport } from './agent.js';
 import { AgentError } from './errors.js';
 import { bindingNameSchema, type CreateBindingRequest } from './schemas.js';
 
-const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
 const DEFAULT_RELEASE_TIMEOUT_MS = 10_000;
 /** Bindings whose partition is gone stay listed until this many newer ones are gone too. */
 const DEFAULT_RETAIN_SETTLED = 256;
@@ -39,8 +38,6 @@ export interface BindingsOptions {
   logger: Logger;
   /** One record `<name>.json` per binding, read back by a restarted agent. */
   stateDir: string;
-  acquireTimeoutMs?: number;
-  spill?: boolean;
   /** How long a release waits for the kernel to report the partition released and reclaimed. */
   releaseTimeoutMs?: number;
   retainSettled?: number;
@@ -176,7 +173,7 @@ export class Bindings {
       return { binding: summarize(existing), created: false };
     }
     const binding = newBinding({ ...request, partition: null, boundAt: new Date().toISOString() });
-    binding.ready = this.attach(binding, partitions, binder);
+    binding.ready = this.attach(binding, binder);
     this.bindings.set(request.name, binding);
     try {
       await binding.ready;
@@ -226,11 +223,7 @@ export class Bindings {
   }
 
   /** pidfd first (the process must exist), then the partition, the record, and the bind. */
-  private async attach(
-    binding: Binding,
-    partitions: PartitionManagerApi,
-    binder: ProcessBinder,
-  ): Promise<void> {
+  private async attach(binding: Binding, binder: ProcessBinder): Promise<void> {
     let pidfd: number;
     try {
       pidfd = binder.pidfdOpen(binding.pid);
@@ -238,7 +231,7 @@ export class Bindings {
       throw processError(error, binding.pid);
     }
     try {
-      const lease = await this.acquire(partitions, binding.memoryBytes);
+      const lease = await this.options.agent.acquirePartition(binding.memoryBytes);
       binding.partition = lease.partition;
       // Recorded before the bind: an agent killed right after it still adopts the binding.
       await this.writeRecord(binding);
@@ -248,35 +241,11 @@ export class Bindings {
         binding.partition = null;
         await this.removeRecord(binding.name);
         // Acquired but never bound: the kernel will never report it released.
-        partitions.reclaim(lease.partition).catch((reclaimError: unknown) => {
-          this.logger.error(
-            { err: reclaimError, partition: lease.partition },
-            'reclaiming a partition that was never bound failed',
-          );
-        });
+        void this.options.agent.reclaimPartition(lease.partition);
         throw processError(error, binding.pid);
       }
     } finally {
       binder.closeFd(pidfd);
-    }
-  }
-
-  private async acquire(source: PartitionManagerApi, bytes: number) {
-    try {
-      return await source.acquire(bytes, {
-        timeoutMs: this.options.acquireTimeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS,
-        spill: this.options.spill ?? false,
-      });
-    } catch (error) {
-      const code = (error as { code?: unknown }).code;
-      if (
-        code === 'ERR_PARTITION_TIMEOUT' ||
-        code === 'ERR_NO_MEMORY' ||
-        code === 'ERR_NO_PARTITION'
-      ) {
-        throw new AgentError('HOTMEM_NO_PARTITION', (error as Error).message, { cause: error });
-      }
-      throw error;
     }
   }
 

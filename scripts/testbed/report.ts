@@ -1,6 +1,7 @@
 // Summaries of reclamation benchmark samples: medians per mode, scenario and size, a
 // Markdown table, the HotMem/stock ratios with bootstrap intervals, and a plot of
 // reclamation latency against size.
+import { seededRandom } from '../../lib/seeded-random.js';
 import { latencyBySizeSpec, renderSvg } from './charts.js';
 
 const MiB = 1024 * 1024;
@@ -112,18 +113,6 @@ export function table(rows: Row[]): string {
     `|${widths.map((w) => '-'.repeat(w + 1)).join('-|')}-|`,
     ...cells.map(fmt),
   ].join('\n');
-}
-
-/** mulberry32: a small seeded generator, so that a report of the same samples reads the same. */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Fewer runs than this give no interval: a resampled median of 2 or 3 values says little. */

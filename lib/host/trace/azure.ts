@@ -14,7 +14,8 @@
  * Every error names the file, the row (1 = the header) and the column.
  */
 import { z } from 'zod';
-import { MiB, seededRandom, type Trace, type TraceInvocation } from './trace.js';
+import { seededRandom } from '../../seeded-random.js';
+import { MiB, type Trace, type TraceInvocation } from './trace.js';
 
 const MINUTES_PER_DAY = 1440;
 const DURATION_PERCENTILES = [0, 1, 25, 50, 75, 99, 100] as const;

@@ -13,7 +13,8 @@
  *   arrivals), of exponential lengths averaging onFraction·period and (1 − onFraction)·period.
  */
 import { z } from 'zod';
-import { MiB, seededRandom, type Trace, type TraceInvocation } from './trace.js';
+import { seededRandom } from '../../seeded-random.js';
+import { MiB, type Trace, type TraceInvocation } from './trace.js';
 
 export const generatorOptionsSchema = z
   .object({

@@ -1,10 +1,10 @@
 // Invocations relayed by the agent to an instance's port: the cold start waited for, the
 // function's own answer relayed whatever its status, and every way the instance can fail the
 // relay answered with the agent's error body.
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentEvent } from '../../../lib/agent/agent.js';
 import { AgentRequestError } from '../../../lib/agent/client.js';
+import { freePort } from '../fixtures/free-port.js';
 import { collectEvents, type Harness, startHarness } from './harness.js';
 
 const MiB = 2 ** 20;
@@ -14,14 +14,6 @@ afterEach(async () => {
   await harness?.close();
   harness = undefined;
 });
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /**
  * A function as a FaaS runtime would start it: listens on PORT after DELAY_MS (its cold

@@ -7,6 +7,7 @@ import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AGENT_ERRORS } from '../../../lib/agent/errors.js';
+import { seededRandom } from '../../../lib/seeded-random.js';
 import { collectEvents, exchange, type Harness, type RawAnswer, startHarness } from './harness.js';
 
 const SEED = 0x5eed_2026;
@@ -14,19 +15,7 @@ const MiB = 2 ** 20;
 let harness: Harness;
 let baseline: { rss: number; fds: number };
 
-/** mulberry32: small, fast and the same everywhere. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-const rand = random(SEED);
+const rand = seededRandom(SEED);
 const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)] as T;
 const openFds = () => readdirSync('/proc/self/fd').length;
 

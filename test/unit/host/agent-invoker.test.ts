@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentInvoker } from '../../../lib/host/controller/agent-invoker.js';
 import { type Harness, startHarness } from '../agent/harness.js';
+import { freePort } from '../fixtures/free-port.js';
 
 const MiB = 2 ** 20;
 let harness: Harness | undefined;
@@ -38,7 +39,7 @@ describe('AgentInvoker', () => {
 
   it("fails the invocation with the function's status and body", async () => {
     harness = await startHarness();
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const port = await freePort();
     const { id } = await harness.client.createInstance({
       command: [
         process.execPath,

@@ -1,8 +1,8 @@
 // The replay's guest function, run here on the host's node: cold start, invocations, bad input.
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../fixtures/free-port.js';
 
 const FUNCTION = fileURLToPath(
   new URL('../../../scripts/testbed/guest/function.mjs', import.meta.url),
@@ -12,14 +12,6 @@ const children: ChildProcess[] = [];
 afterEach(() => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
 });
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function run(env: Record<string, string>) {
   const child = spawn(process.execPath, [FUNCTION], { env: { ...process.env, ...env } });
