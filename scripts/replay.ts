@@ -4,7 +4,8 @@
 //
 //   tsx scripts/replay.ts [--shape bursty|steady] [--seed N] [--functions N] [--minutes N]
 //                         [--compression N] [--budget SIZE] [--keep-alive MS]
-//                         [--modes stock,hotmem] [--out DIR] [--kernel BZIMAGE]
+//                         [--modes stock,hotmem] [--function native|node] [--out DIR]
+//                         [--kernel BZIMAGE]
 //   tsx scripts/replay.ts --report RESULTS.json   (redraws the report and plots of a saved run)
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -32,6 +33,7 @@ const optionsSchema = z
       .string()
       .transform((text) => text.split(','))
       .pipe(z.array(z.enum(['stock', 'hotmem'])).min(1)),
+    function: z.enum(['native', 'node']),
     out: z.string(),
     kernel: z.string().optional(),
     report: z.string().optional(),
@@ -72,6 +74,7 @@ async function main(): Promise<void> {
       budget: { type: 'string', default: '1G' },
       'keep-alive': { type: 'string', default: '3000' },
       modes: { type: 'string', default: 'stock,hotmem' },
+      function: { type: 'string', default: 'native' },
       out: { type: 'string', default: join(projectRoot(), 'replay-results') },
       kernel: { type: 'string' },
       report: { type: 'string' },
@@ -121,6 +124,7 @@ async function main(): Promise<void> {
     for (const mode of o.modes) {
       runs.push(
         await replayInGuest(g, trace, mode, {
+          function: o.function,
           controller: {
             budgetBytes: o.budget,
             keepAliveMs: o['keep-alive'],

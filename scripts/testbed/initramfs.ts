@@ -25,6 +25,8 @@ export const GUEST_PACKAGE = '/hotmem';
 export const GUEST_MEMHOG = '/usr/bin/memhog';
 /** The replay's function (scripts/testbed/guest/function.mjs), run with the guest's node. */
 export const GUEST_FUNCTION = `${GUEST_PACKAGE}/scripts/testbed/guest/function.mjs`;
+/** The same function in C (function.c, static): a cold start of milliseconds, not seconds. */
+export const GUEST_NATIVE_FUNCTION = '/usr/bin/function';
 
 export const INIT_SCRIPT = `#!/bin/sh
 # PID 1 of the HotMem test-bed guest: mount the basics, bring up the host channel, run the
@@ -99,9 +101,10 @@ function nodeBinary(): string {
   });
 }
 
-function memhogBinary(): string {
-  const source = join(projectRoot(), 'scripts/testbed/guest/memhog.c');
-  return cached('memhog', sha(readFileSync(source)), (out) => {
+/** A static binary of one of the test bed's guest programs in C. */
+function guestBinary(name: string): string {
+  const source = join(projectRoot(), `scripts/testbed/guest/${name}.c`);
+  return cached(name, sha(readFileSync(source)), (out) => {
     execFileSync('cc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', out, source]);
   });
 }
@@ -158,7 +161,8 @@ export async function buildInitramfs(opts: InitramfsOptions = {}): Promise<strin
   const files = new Map<string, string>([
     ['/bin/busybox', busybox],
     ['/usr/bin/node', node],
-    [GUEST_MEMHOG, memhogBinary()],
+    [GUEST_MEMHOG, guestBinary('memhog')],
+    [GUEST_NATIVE_FUNCTION, guestBinary('function')],
     ...packageFiles(),
   ]);
   for (const lib of sharedLibraries(process.execPath)) files.set(lib, realpathSync(lib));

@@ -13,7 +13,7 @@ import { systemClock } from '../../lib/host/controller/ports.js';
 import { type ReplaySummary, replay } from '../../lib/host/replay.js';
 import type { Trace } from '../../lib/host/trace/trace.js';
 import type { Logger } from '../../lib/log.js';
-import { GUEST_FUNCTION, GUEST_PACKAGE } from './initramfs.js';
+import { GUEST_FUNCTION, GUEST_NATIVE_FUNCTION, GUEST_PACKAGE } from './initramfs.js';
 import { type Guest, vmstatSnapshot } from './testbed.js';
 import { MiB } from './vm.js';
 
@@ -40,6 +40,8 @@ export interface ModeRun {
 }
 
 export interface ReplayOptions {
+  /** The instances' program: function.c (starts in ms) or function.mjs on node (seconds, TCG). */
+  function: 'native' | 'node';
   /** Controller settings both modes share (mode is set per run). */
   controller: Omit<ControllerConfigInput, 'mode'>;
   logger?: Logger;
@@ -48,10 +50,10 @@ export interface ReplayOptions {
 }
 
 /**
- * What runs for an instance of a function: function.mjs holding half the function's memory
- * minus what node itself takes, so the instance stays within its cgroup's memory.max.
+ * What runs for an instance of a function: function.c or function.mjs holding half the
+ * function's memory minus 16 MiB (node's own), so the instance stays within its memory.max.
  */
-function instanceCommands(trace: Trace) {
+function instanceCommands(trace: Trace, program: ReplayOptions['function']) {
   const memory = new Map<string, number>();
   for (const invocation of trace.invocations) {
     memory.set(
@@ -64,7 +66,7 @@ function instanceCommands(trace: Trace) {
     const port = FIRST_INSTANCE_PORT + (started++ % INSTANCE_PORTS);
     const footprintMiB = Math.max(0, Math.floor((memory.get(functionName) ?? 0) / MiB / 2) - 16);
     return {
-      command: ['/usr/bin/node', GUEST_FUNCTION],
+      command: program === 'native' ? [GUEST_NATIVE_FUNCTION] : ['/usr/bin/node', GUEST_FUNCTION],
       env: { PORT: String(port), FOOTPRINT_MIB: String(footprintMiB) },
       port,
     };
@@ -135,7 +137,7 @@ export async function replayInGuest(
         hotplug: g.vm.virtioMem,
         agent: agent.client,
         invoker: new AgentInvoker(agent.client),
-        instanceCommand: instanceCommands(trace),
+        instanceCommand: instanceCommands(trace, options.function),
         ...(options.logger && { logger: options.logger }),
       },
       { ...options.controller, mode },

@@ -64,6 +64,7 @@ describe.skipIf(kernel.unavailable !== undefined)(
     for (const mode of ['stock', 'hotmem'] as const) {
       it(`replays ${trace.invocations.length} invocations in ${mode} mode and gives all memory back`, async () => {
         const run = await replayInGuest(g, trace, mode, {
+          function: 'native',
           controller: {
             budgetBytes: 1 * GiB,
             keepAliveMs: 3_000,

@@ -44,7 +44,7 @@ function parse(body) {
   const request = body.length ? JSON.parse(body) : {};
   const durationMs = Number(request.durationMs ?? 0);
   const memoryMiB = Number(request.memoryMiB ?? 0);
-  if (!(durationMs >= 0 && durationMs <= 600_000)) throw new RangeError('durationMs: 0–600000');
+  if (!(durationMs >= 0 && durationMs <= 600_000)) throw new RangeError('durationMs: 0-600000');
   if (!(memoryMiB >= 0)) throw new RangeError('memoryMiB: a number of MiB, at least 0');
   return { durationMs, memoryMiB };
 }
