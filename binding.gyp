@@ -34,7 +34,7 @@
       'type': 'executable',
       'conditions': [
         ['OS=="linux"', {
-          'sources': ['native/hotmem_exec.cc', 'native/bind.cc'],
+          'sources': ['native/hotmem_exec.cc', 'native/bind.cc', 'native/join_cgroup.cc'],
         }],
       ],
     },

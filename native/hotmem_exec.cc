@@ -17,6 +17,7 @@
 #include <string>
 
 #include "bind.h"
+#include "join_cgroup.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -93,15 +94,6 @@ Options ParseOptions(int argc, char** argv) {
   return options;
 }
 
-void JoinCgroup(const char* dir) {
-  std::string procs = std::string(dir) + "/cgroup.procs";
-  int fd = open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) Fail(kExitSetupFailed, "join cgroup: open " + procs, errno);
-  // "0" names the writing process itself.
-  if (write(fd, "0", 1) != 1) Fail(kExitSetupFailed, "join cgroup: write " + procs, errno);
-  close(fd);
-}
-
 void BindSelf(const Options& options) {
   std::string what = "bind to partition " + std::to_string(options.partition) + " via " +
                      options.device;
@@ -121,7 +113,10 @@ void BindSelf(const Options& options) {
 
 int main(int argc, char** argv) {
   Options options = ParseOptions(argc, argv);
-  if (options.cgroup != nullptr) JoinCgroup(options.cgroup);
+  std::string failed_call;
+  if (options.cgroup != nullptr && hotmem::JoinCgroup(options.cgroup, &failed_call) < 0) {
+    Fail(kExitSetupFailed, "join cgroup: " + failed_call, errno);
+  }
   if (options.partition >= 0) BindSelf(options);
   execvp(options.command[0], options.command);
   Fail(kExitExecFailed, std::string("exec ") + options.command[0], errno);

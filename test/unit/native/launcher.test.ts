@@ -17,23 +17,23 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 function run(args: string[]) {
   const result = spawnSync(launcherPath(), args, { encoding: 'utf8', timeout: 10_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr, pid: result.pid };
 }
 
 describe('hotmem-exec', () => {
   it('execs the command with its arguments and passes its exit status through', () => {
-    expect(run(['--', 'sh', '-c', 'echo "$0 $1"; exit 7', 'a b', 'c'])).toEqual({
+    expect(run(['--', 'sh', '-c', 'echo "$0 $1"; exit 7', 'a b', 'c'])).toMatchObject({
       status: 7,
       stdout: 'a b c\n',
       stderr: '',
     });
   });
 
-  it('joins the cgroup by writing 0 to cgroup.procs before exec', () => {
+  it('joins the cgroup by writing its pid to cgroup.procs before exec', () => {
     writeFileSync(join(dir, 'cgroup.procs'), '');
     const result = run(['--cgroup', dir, '--', 'true']);
     expect(result.status).toBe(0);
-    expect(readFileSync(join(dir, 'cgroup.procs'), 'utf8')).toBe('0');
+    expect(readFileSync(join(dir, 'cgroup.procs'), 'utf8')).toBe(String(result.pid));
   });
 
   it('exits 126 naming the cgroup file it could not join', () => {
