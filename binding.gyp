@@ -38,5 +38,14 @@
         }],
       ],
     },
+    {
+      'target_name': 'hotmem-relay',
+      'type': 'executable',
+      'conditions': [
+        ['OS=="linux"', {
+          'sources': ['native/hotmem_relay.cc', 'native/output_relay.cc', 'native/join_cgroup.cc'],
+        }],
+      ],
+    },
   ],
 }

@@ -138,11 +138,20 @@ export function binding(): NativeBinding {
  * build/Release, build/Debug); throws listing what was tried.
  */
 export function launcherPath(): string {
-  const tried = candidates('hotmem-exec', process.env.HOTMEM_EXEC_PATH);
+  return executablePath('hotmem-exec', 'launcher', 'HOTMEM_EXEC_PATH');
+}
+
+/** Path of the hotmem-relay output relay, found like launcherPath() (HOTMEM_RELAY_PATH first). */
+export function relayPath(): string {
+  return executablePath('hotmem-relay', 'output relay', 'HOTMEM_RELAY_PATH');
+}
+
+function executablePath(file: string, what: string, envVar: string): string {
+  const tried = candidates(file, process.env[envVar]);
   const found = tried.find((path) => existsSync(path));
   if (found) return found;
   throw new Error(
-    `cannot find the hotmem-exec launcher; tried:\n${tried.map((p) => `  ${p}`).join('\n')}\n` +
-      'build it with `npm run build:native` or set HOTMEM_EXEC_PATH',
+    `cannot find the ${file} ${what}; tried:\n${tried.map((p) => `  ${p}`).join('\n')}\n` +
+      `build it with \`npm run build:native\` or set ${envVar}`,
   );
 }

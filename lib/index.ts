@@ -16,7 +16,7 @@ export { AGENT_ERRORS, AgentError, type AgentErrorCode } from './agent/errors.js
 export { type RunAgentOptions, runAgent } from './agent/run.js';
 export { type CreateInstanceRequest, LIMITS as AGENT_LIMITS } from './agent/schemas.js';
 export { AgentServer, type AgentServerOptions, type Endpoint } from './agent/server.js';
-export { launcherPath } from './binding.js';
+export { launcherPath, relayPath } from './binding.js';
 export { type CgroupLimits, CgroupTree, InstanceCgroup } from './cgroup.js';
 export { HotMemError, type HotMemErrorCode, isErrnoError } from './errors.js';
 export {

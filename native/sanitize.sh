@@ -29,7 +29,8 @@ ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 HOTMEM_NATIVE_PATH="$scratch/build/Debug/hotmem.node"
 HOTMEM_EXEC_PATH="$scratch/build/Debug/hotmem-exec"
-export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS HOTMEM_NATIVE_PATH HOTMEM_EXEC_PATH
+HOTMEM_RELAY_PATH="$scratch/build/Debug/hotmem-relay"
+export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS HOTMEM_NATIVE_PATH HOTMEM_EXEC_PATH HOTMEM_RELAY_PATH
 
 node "$root/test/unit/native/exercise-addon.cjs" "$HOTMEM_NATIVE_PATH"
 cd "$root"

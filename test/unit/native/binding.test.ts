@@ -67,4 +67,12 @@ describe('the native loader', () => {
     const launcher = join(BUILT, 'hotmem-exec');
     expect(load('b.launcherPath()', { HOTMEM_EXEC_PATH: launcher })).toEqual({ ok: launcher });
   });
+
+  it('locates hotmem-relay the same way', () => {
+    expect(load('b.relayPath()').error).toContain(
+      `cannot find the hotmem-relay output relay; tried:\n  ${join(pkg, 'build/Release/hotmem-relay')}`,
+    );
+    const relay = join(BUILT, 'hotmem-relay');
+    expect(load('b.relayPath()', { HOTMEM_RELAY_PATH: relay })).toEqual({ ok: relay });
+  });
 });
