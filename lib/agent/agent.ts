@@ -69,6 +69,8 @@ export interface AgentOptions {
   cgroups: CgroupTree;
   /** null: no hotmem-exec; instances run unbound even if partitions exist. */
   launcher: Launcher | null;
+  /** The hotmem-relay executable; null: instances' output files are not bounded. */
+  outputRelay: string | null;
   pidfds: Pidfds | null;
   /** null: the agent is not a subreaper (unit tests). */
   reaper: Reaper | null;
@@ -555,6 +557,7 @@ export class Agent {
     return {
       cgroups: this.options.cgroups,
       launcher: this.bindsInstances ? this.options.launcher : null,
+      relay: this.options.outputRelay,
       pidfds: this.options.pidfds,
       logger: this.logger,
       outputDir: this.stateDir,

@@ -6,7 +6,7 @@
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { launcherPath } from '../binding.js';
+import { launcherPath, relayPath } from '../binding.js';
 import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
 import { devicePath, HotMemDevice } from '../hotmem-device.js';
 import type { Launcher, Pidfds } from '../instance/instance.js';
@@ -53,6 +53,7 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
     partitions: hotmem?.manager ?? null,
     cgroups: new CgroupTree(options.cgroupRoot ?? DEFAULT_CGROUP_ROOT),
     launcher,
+    outputRelay: findRelay(logger),
     pidfds: native?.pidfds ?? null,
     reaper: native?.reaper ?? null,
     logger,
@@ -136,6 +137,15 @@ function findLauncher(device: string, logger: Logger): Launcher | null {
     return { path: launcherPath(), device };
   } catch (error) {
     logger.warn({ err: error }, 'hotmem-exec not found');
+    return null;
+  }
+}
+
+function findRelay(logger: Logger): string | null {
+  try {
+    return relayPath();
+  } catch (error) {
+    logger.warn({ err: error }, 'hotmem-relay not found: instances write output files unbounded');
     return null;
   }
 }

@@ -4,19 +4,22 @@
  *
  * Binding happens in the launcher (hotmem-exec): it joins the cgroup, binds itself to the
  * partition, then execs the command, so every page the command touches comes from the
- * partition. Without a launcher (stock kernel, unit tests) the command is spawned directly and
- * moved into its cgroup right after spawn: that is the documented *unbound* mode, with no
- * partition and a short window in which the process runs outside its cgroup.
+ * partition. Without a launcher (stock kernel, unit tests) there is no partition: that is the
+ * documented *unbound* mode, where hotmem-relay joins the cgroup before exec (a bare command,
+ * without a relay either, is moved in right after spawn and runs its first instructions outside).
  *
- * Its stdout and stderr are files in `<outputDir>/<id>/` (see OutputFiles), so it can outlive the
- * agent that started it and still write, and the agent that adopts it finds its output.
+ * Its stdout and stderr are pipes to hotmem-relay, which copies them into files in
+ * `<outputDir>/<id>/` and bounds them (see OutputFiles): the relay is not the agent, so the
+ * instance outlives the agent that started it and still writes, and the agent that adopts it
+ * finds its output. The relay comes first in the exec chain (relay, launcher, command), so the
+ * pid the agent spawns ends as the command's.
  *
  * Everything an instance acquires is registered on its CleanupStack as it is acquired, and the
  * stack is unwound on every way out: spawn failure, exit, stop, agent shutdown.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, readFileSync, statSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { accessSync, closeSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,7 +28,11 @@ import type { CgroupTree, InstanceCgroup } from '../cgroup.js';
 import { isErrnoError } from '../errors.js';
 import { CleanupStack } from './cleanup-stack.js';
 import { HttpEndpoint } from './http-endpoint.js';
-import { OutputFiles, type OutputFilesOptions } from './output-files.js';
+import {
+  DEFAULT_OUTPUT_FILE_LIMIT_BYTES,
+  OutputFiles,
+  type OutputFilesOptions,
+} from './output-files.js';
 import type { OutputRing } from './output-ring.js';
 
 export const DEFAULT_STOP_GRACE_MS = 5_000;
@@ -33,6 +40,10 @@ export const DEFAULT_STOP_GRACE_MS = 5_000;
 const ADOPTED_POLL_MS = 200;
 /** How long stragglers left in the cgroup after the main process exits get to die. */
 const STRAGGLER_WAIT_MS = 2_000;
+/** How long the relay gets to copy what the instance's last writes left in its pipes. */
+const RELAY_EXIT_WAIT_MS = 2_000;
+/** In the instance's output directory: the pid of its hotmem-relay. */
+const RELAY_PID_FILE = 'relay.pid';
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface Launcher {
@@ -59,13 +70,15 @@ export interface InstanceEnvironment {
   onSpawn?: (child: ChildProcess) => void;
   /** null: spawn the command directly (unbound mode; the spec's partition must be null). */
   launcher: Launcher | null;
+  /** The hotmem-relay executable; null: the instance writes its files itself, unbounded. */
+  relay: string | null;
   pidfds: Pidfds | null;
   logger: Logger;
   /** Holds one directory of output files per instance, `<outputDir>/<id>/{stdout,stderr}`. */
   outputDir: string;
   /** Bytes of stdout and of stderr kept in memory per instance. */
   outputBytes?: number;
-  /** Size at which an output file is emptied (DEFAULT_OUTPUT_FILE_LIMIT_BYTES). */
+  /** Size at which the relay replaces an output file (DEFAULT_OUTPUT_FILE_LIMIT_BYTES). */
   outputFileLimitBytes?: number;
   /** Log the instance's output line by line (default off). */
   logOutput?: boolean;
@@ -211,6 +224,7 @@ export class Instance {
         );
       }
       if (spec.cwd !== undefined) checkWorkingDirectory(spec.cwd);
+      const searchPath = spec.env?.PATH ?? process.env.PATH ?? DEFAULT_PATH;
       const cgroup = await env.cgroups.create(spec.id, {
         memoryMax: spec.memoryBytes,
         ...(spec.cpuWeight !== undefined && { cpuWeight: spec.cpuWeight }),
@@ -218,13 +232,17 @@ export class Instance {
       cleanup.push('remove cgroup', () => cgroup.remove());
       const output = followOutput(spec.id, env, logger, cleanup, OutputFiles.create);
 
-      const [file, ...args] = launchArgv(spec, env.launcher, cgroup.path);
       const program = spec.command[0] as string;
+      const launch = launchArgv(spec, env.launcher, cgroup.path);
+      // The relay execs what spawn() used to, whose failures would then come as exit 127: they
+      // still reject here, as spawn() would.
+      if (env.relay !== null) checkProgram(launch[0] as string, program, searchPath, spec.cwd);
+      const [file, ...args] = [...relayArgv(env, output, cgroup.path), ...launch];
       const child = output.withChildFds((stdout, stderr) => {
         try {
           return spawn(file as string, args, {
             cwd: spec.cwd,
-            env: { PATH: process.env.PATH ?? DEFAULT_PATH, ...spec.env },
+            env: { ...spec.env, PATH: searchPath },
             stdio: ['ignore', stdout, stderr],
             // Its own session: a signal to the agent's process group does not reach instances,
             // the agent stops them itself, in order.
@@ -243,7 +261,8 @@ export class Instance {
       let pidfd: number | null = null;
       try {
         pidfd = env.pidfds ? env.pidfds.pidfdOpen(pid) : null;
-        if (env.launcher === null) await joinUnlessGone(cgroup, pid);
+        // The launcher or the relay joins before exec; only a bare command is moved in here.
+        if (env.launcher === null && env.relay === null) await joinUnlessGone(cgroup, pid);
       } catch (error) {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
         await exited;
@@ -455,6 +474,27 @@ export class Instance {
   }
 }
 
+/**
+ * hotmem-relay and its options, ending in `--`; nothing without a relay. It joins the cgroup only
+ * when no launcher does, after starting the relay outside it.
+ */
+function relayArgv(env: InstanceEnvironment, output: OutputFiles, cgroupPath: string): string[] {
+  if (env.relay === null) return [];
+  return [
+    env.relay,
+    '--stdout',
+    output.filePath('stdout'),
+    '--stderr',
+    output.filePath('stderr'),
+    '--limit-bytes',
+    String(env.outputFileLimitBytes ?? DEFAULT_OUTPUT_FILE_LIMIT_BYTES),
+    '--pid-file',
+    path.join(output.dir, RELAY_PID_FILE),
+    ...(env.launcher === null ? ['--cgroup', cgroupPath] : []),
+    '--',
+  ];
+}
+
 function launchArgv(spec: InstanceSpec, launcher: Launcher | null, cgroupPath: string): string[] {
   if (!launcher) return spec.command;
   return [
@@ -500,6 +540,38 @@ function checkWorkingDirectory(cwd: string): void {
   if (!isDirectory) throw new SpawnError('cwd', `'${cwd}' is not a directory`);
 }
 
+/**
+ * That execvp() will find file: searched on searchPath unless it has a slash, as execvp() does;
+ * the first error that is not "not here" stops the search. Throws a SpawnError naming program.
+ */
+function checkProgram(
+  file: string,
+  program: string,
+  searchPath: string,
+  cwd: string | undefined,
+): void {
+  const candidates = file.includes('/')
+    ? [path.resolve(cwd ?? '.', file)]
+    : searchPath.split(':').map((dir) => path.resolve(cwd ?? '.', dir || '.', file));
+  let denied = false;
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      if (statSync(candidate).isFile()) return;
+      denied = true;
+    } catch (error) {
+      if (isErrnoError(error, 'EACCES')) denied = true;
+      else if (!isErrnoError(error, 'ENOENT') && !isErrnoError(error, 'ENOTDIR')) {
+        throw cannotStart(program, {
+          code: (error as NodeJS.ErrnoException).code,
+          syscall: 'spawn',
+        });
+      }
+    }
+  }
+  throw cannotStart(program, { code: denied ? 'EACCES' : 'ENOENT', syscall: 'spawn' });
+}
+
 interface ChildStatus {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -529,10 +601,36 @@ function followOutput<Output extends OutputFiles | null>(
     logger,
     logLines: env.logOutput ?? false,
     ...(env.outputBytes !== undefined && { keptBytes: env.outputBytes }),
-    ...(env.outputFileLimitBytes !== undefined && { limitBytes: env.outputFileLimitBytes }),
   });
-  if (output) cleanup.push('stop following output', () => output.close());
+  if (output) {
+    cleanup.push('stop following output', async () => {
+      await relayExit(dir, logger);
+      output.close();
+    });
+  }
   return output;
+}
+
+/**
+ * Once the instance's processes are gone the relay copies what they left in its pipes and exits;
+ * the last read waits for that, a bounded time. No pid file: no relay (or it never started).
+ */
+async function relayExit(dir: string, logger: Logger): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number.parseInt(await readFile(path.join(dir, RELAY_PID_FILE), 'utf8'), 10);
+  } catch (error) {
+    if (isErrnoError(error, 'ENOENT')) return;
+    throw error;
+  }
+  const deadline = Date.now() + RELAY_EXIT_WAIT_MS;
+  while (pidExists(pid)) {
+    if (Date.now() > deadline) {
+      logger.warn({ relayPid: pid }, 'output relay still running: its last output may be missed');
+      return;
+    }
+    await sleep(10);
+  }
 }
 
 /** Unbound mode moves the process in after spawn; one that already exited cannot be moved. */

@@ -1,36 +1,31 @@
 /**
  * An instance's stdout and stderr as two files, `<dir>/stdout` and `<dir>/stderr`, which the
- * instance writes and the agent follows into OutputRings (the kept tail, and the log if asked).
+ * agent follows into OutputRings (the kept tail, and the log if asked).
  *
- * Files, not pipes, because the agent may be killed and restarted while its instances run on: the
- * reading end of a pipe dies with the agent and the instance's next write gets SIGPIPE, while a
- * file opened O_APPEND takes every write whether anyone reads it or not, and the next agent finds
- * the output there.
- *
- * A file is bounded: as soon as the agent sees it at `limitBytes`, it reads only the newest output
- * that fits the ring, empties the file and appends a marker line. What it skipped and what was
- * written in the instant between that read and the truncation is dropped and counted (appends by
- * the instance cannot be paused). The file is checked once per event loop turn while the
- * instance writes, so it exceeds the limit by what the instance writes between two looks. While
- * no agent runs nothing is truncated; the next agent does it as it adopts the instance.
+ * Files, not pipes to the agent, because the agent may be killed and restarted while its
+ * instances run on: the reading end of a pipe dies with the agent and the instance's next write
+ * gets SIGPIPE, while a file is there for the next agent to find. The instance writes into pipes
+ * of hotmem-relay (see docs/native.md), a process of its own that copies them into the files and
+ * keeps each within its limit: when a file is full the relay renames a new one, starting with a
+ * marker line, over it. The follower reads the old file to its end, then the new one. Without the
+ * relay the instance writes the files directly and nothing bounds them.
  */
 import {
   closeSync,
   constants,
   fstatSync,
-  ftruncateSync,
   mkdirSync,
   openSync,
   readSync,
+  statSync,
   watch,
-  writeSync,
 } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { isErrnoError } from '../errors.js';
 import { DEFAULT_OUTPUT_BYTES, OutputRing } from './output-ring.js';
 
-/** Size at which the agent empties an output file (documented in docs/agent-api.md). */
+/** Size at which hotmem-relay replaces an output file (documented in docs/agent-api.md). */
 export const DEFAULT_OUTPUT_FILE_LIMIT_BYTES = 256 * 1024;
 /** Only when the files cannot be watched (inotify limits): how often they are read. */
 const POLL_INTERVAL_MS = 250;
@@ -47,23 +42,19 @@ export interface OutputFilesOptions {
   logLines?: boolean;
   /** Bytes of each stream kept in memory. */
   keptBytes?: number;
-  limitBytes?: number;
 }
 
-/** One file, read from where the last read stopped. */
+/** One file, read from where the last read stopped, and its successors once the relay replaces it. */
 class FollowedFile {
   private offset = 0;
   private lastByte = NEWLINE;
-  /** Output that never reached the ring: skipped, or written just before the file was emptied. */
-  private droppedBytes = 0;
-  private emptied = 0;
-  private skippedBefore = false;
+  private replacements = 0;
 
   constructor(
     readonly name: StreamName,
-    private readonly fd: number,
+    private readonly path: string,
+    private fd: number,
     readonly ring: OutputRing,
-    private readonly limitBytes: number,
     private readonly logger: Logger,
   ) {}
 
@@ -81,76 +72,58 @@ class FollowedFile {
     this.ring.restore(tail.subarray(0, filled));
     this.offset = start + filled;
     if (filled > 0) this.lastByte = tail[filled - 1] as number;
-    if (this.offset >= this.limitBytes) this.empty();
   }
 
   /**
-   * Reads what was written since the last read into the ring. At the limit only the newest
-   * output that fits the ring is read, the rest is skipped, and the file is emptied at once: one
-   * drain reads at most max(limitBytes, ring capacity) however fast the instance writes.
+   * Reads what was written since the last read into the ring: the rest of the file, then, if the
+   * relay has replaced it meanwhile, the new one. Files replaced in between are never seen; the
+   * new file's marker line counts what they held. Reads up to the sizes seen on entry: at most
+   * twice the file limit per call, however fast the instance writes.
    */
   drain(): void {
-    const size = fstatSync(this.fd).size;
-    if (size < this.limitBytes) {
-      this.readUpTo(size);
-      return;
-    }
-    const keepFrom = Math.max(this.offset, size - this.ring.capacity);
-    if (keepFrom > this.offset && !this.skippedBefore) {
-      this.skippedBefore = true;
-      this.logger.warn(
-        { stream: this.name },
-        'instance writes faster than its output is read: only the newest is kept',
-      );
-    }
-    this.droppedBytes += keepFrom - this.offset;
-    this.offset = keepFrom;
-    this.readUpTo(size);
-    this.empty();
+    this.readUpTo(fstatSync(this.fd).size);
+    if (!this.replaced()) return;
+    closeSync(this.fd);
+    this.fd = openSync(this.path, constants.O_RDONLY);
+    this.offset = 0;
+    this.replacements += 1;
+    // The full file may end mid-line: the marker line that starts the new one stays a line.
+    if (this.lastByte !== NEWLINE) this.ring.write(Buffer.from('\n'));
+    this.readUpTo(fstatSync(this.fd).size);
   }
 
-  /** Call after a last drain: hands out the unfinished last line, reports what was dropped. */
+  /** Call after a last drain: hands out the unfinished last line, says whether output was dropped. */
   close(): void {
     this.ring.end();
     closeSync(this.fd);
-    if (this.emptied > 0) {
+    if (this.replacements > 0) {
       this.logger.info(
-        { stream: this.name, emptied: this.emptied, droppedBytes: this.droppedBytes },
-        'output file was emptied at its limit',
+        { stream: this.name, replacements: this.replacements },
+        'output file reached its limit: older output was dropped from it',
       );
     }
   }
 
-  private readUpTo(end: number): void {
-    while (this.offset < end) {
-      const read = readSync(
-        this.fd,
-        readBuffer,
-        0,
-        Math.min(readBuffer.length, end - this.offset),
-        this.offset,
-      );
+  private replaced(): boolean {
+    try {
+      return statSync(this.path).ino !== fstatSync(this.fd).ino;
+    } catch (error) {
+      if (isErrnoError(error, 'ENOENT')) return false;
+      throw error;
+    }
+  }
+
+  private readUpTo(size: number): void {
+    // Emptied in place (the relay could not create a new file): start over.
+    if (size < this.offset) this.offset = 0;
+    while (this.offset < size) {
+      const length = Math.min(readBuffer.length, size - this.offset);
+      const read = readSync(this.fd, readBuffer, 0, length, this.offset);
       if (read === 0) return;
       this.ring.write(readBuffer.subarray(0, read));
       this.offset += read;
       this.lastByte = readBuffer[read - 1] as number;
     }
-  }
-
-  /** Empties the file and appends the marker line; the next drain reads it. */
-  private empty(): void {
-    const dropped = fstatSync(this.fd).size;
-    ftruncateSync(this.fd, 0);
-    // Written after the last read and before the truncation: lost.
-    this.droppedBytes += dropped - this.offset;
-    // O_APPEND: after whatever the instance wrote since the truncation, never over it.
-    writeSync(
-      this.fd,
-      `${this.lastByte === NEWLINE ? '' : '\n'}[hotmem: ${this.name} reached ${this.limitBytes} bytes; the ${dropped} bytes before this line were dropped from its file]\n`,
-    );
-    this.emptied += 1;
-    this.logger.debug({ stream: this.name, dropped }, 'output file emptied at its limit');
-    this.offset = 0;
   }
 }
 
@@ -173,7 +146,7 @@ export class OutputFiles {
   /** Creates the directory and both files, empty, and follows them. */
   static create(dir: string, options: OutputFilesOptions): OutputFiles {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const flags = constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_TRUNC;
+    const flags = constants.O_RDONLY | constants.O_CREAT | constants.O_TRUNC;
     const output = OutputFiles.openFiles(dir, flags, options);
     output.follow();
     return output;
@@ -186,7 +159,7 @@ export class OutputFiles {
   static adopt(dir: string, options: OutputFilesOptions): OutputFiles | null {
     let output: OutputFiles;
     try {
-      output = OutputFiles.openFiles(dir, constants.O_RDWR | constants.O_APPEND, options);
+      output = OutputFiles.openFiles(dir, constants.O_RDONLY, options);
     } catch (error) {
       if (isErrnoError(error, 'ENOENT')) return null;
       throw error;
@@ -194,6 +167,11 @@ export class OutputFiles {
     for (const file of output.files) file.restoreTail();
     output.follow();
     return output;
+  }
+
+  /** Where a stream's file is: the relay writes it there. */
+  filePath(name: StreamName): string {
+    return path.join(this.dir, name);
   }
 
   /**
@@ -204,7 +182,7 @@ export class OutputFiles {
     const fds: number[] = [];
     try {
       for (const name of STREAMS) {
-        fds.push(openSync(path.join(this.dir, name), constants.O_WRONLY | constants.O_APPEND));
+        fds.push(openSync(this.filePath(name), constants.O_WRONLY | constants.O_APPEND));
       }
       return spawnChild(fds[0] as number, fds[1] as number);
     } finally {
@@ -234,12 +212,12 @@ export class OutputFiles {
       (name, index) =>
         new FollowedFile(
           name,
+          path.join(dir, name),
           fds[index] as number,
           new OutputRing(
             options.keptBytes ?? DEFAULT_OUTPUT_BYTES,
             options.logLines ? (line) => logger.info({ stream: name }, line) : undefined,
           ),
-          options.limitBytes ?? DEFAULT_OUTPUT_FILE_LIMIT_BYTES,
           logger,
         ),
     );

@@ -133,7 +133,7 @@ describe('agent API without HotMem (unbound mode)', () => {
   it("waits out a stop's grace longer than the client's own timeout", async () => {
     harness = await startHarness();
     const { id } = await harness.client.createInstance({
-      command: ['sh', '-c', "trap '' TERM; echo trapped; sleep 30"],
+      command: ['sh', '-c', "trap '' TERM; echo trapped; exec sleep 30"],
       memoryBytes: 16 * MiB,
     });
     // A SIGTERM before the trap is set would end it at once.

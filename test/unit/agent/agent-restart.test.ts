@@ -1,9 +1,10 @@
 // kill -9 of a real `hotmem agent` process and a restart on the same cgroup tree and state
 // directory: the new agent adopts what survived, with its output, and reports what did not.
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, expect, it } from 'vitest';
 import { AgentClient } from '../../../lib/agent/client.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
@@ -11,6 +12,8 @@ import { type InstanceSummary, pidExists } from '../../../lib/instance/instance.
 import { startCliAgent } from './cli-process.js';
 import { makeTempTree, startHarness } from './harness.js';
 
+/** Size at which an instance's output file is rotated (docs/agent-api.md). */
+const LIMIT = 256 * 1024;
 const agents: ChildProcess[] = [];
 const pids: number[] = [];
 let dir: string | undefined;
@@ -103,4 +106,42 @@ it('removes state left by instances that are gone as it starts', async () => {
   const harness = await startHarness({ tree });
   expect(await readdir(tree.stateDir)).toEqual(['README']);
   await harness.close();
+});
+
+it('keeps a flooding instance alive and its output file within its limit across kill -9', async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'hotmem-restart-'));
+  const first = await startCliAgent(dir);
+  agents.push(first.agent);
+  const client = new AgentClient({ socketPath: first.socketPath });
+  const flooder = await client.createInstance({
+    command: ['yes'],
+    memoryBytes: 64 * 2 ** 20,
+  });
+  pids.push(flooder.pid);
+  const file = path.join(first.stateDir, flooder.id, 'stdout');
+  let largest = 0;
+  const sample = async (forMs: number) => {
+    for (const end = Date.now() + forMs; Date.now() < end; await sleep(1)) {
+      largest = Math.max(largest, (await stat(file).catch(() => ({ size: 0 }))).size);
+    }
+  };
+  await sample(500);
+  first.agent.kill('SIGKILL');
+  await new Promise((resolve) => first.agent.once('exit', resolve));
+  // Writes on while no agent runs: a pipe to the agent would have killed it with SIGPIPE.
+  await sample(1_000);
+  expect(pidExists(flooder.pid)).toBe(true);
+
+  const second = await startCliAgent(dir);
+  agents.push(second.agent);
+  const adopted = new AgentClient({ socketPath: second.socketPath });
+  await sample(500);
+  expect(largest).toBeLessThanOrEqual(LIMIT);
+  expect((await instances(adopted)).find((instance) => instance.id === flooder.id)).toMatchObject({
+    pid: flooder.pid,
+    state: 'running',
+    adopted: true,
+  });
+  expect(await adopted.stopInstance(flooder.id)).toMatchObject({ state: 'exited' });
+  expect(pidExists(flooder.pid)).toBe(false);
 });

@@ -9,6 +9,7 @@ import { Agent, type AgentOptions } from '../../../lib/agent/agent.js';
 import { Bindings, type BindingsOptions } from '../../../lib/agent/bindings.js';
 import { AgentClient } from '../../../lib/agent/client.js';
 import { AgentServer, type Endpoint, type ServerLimits } from '../../../lib/agent/server.js';
+import { relayPath } from '../../../lib/binding.js';
 import { CgroupTree } from '../../../lib/cgroup.js';
 import { type Logger, silentLogger } from '../../../lib/log.js';
 
@@ -76,6 +77,7 @@ export async function startHarness(
     partitions: null,
     cgroups: new CgroupTree(tree.cgroupRoot),
     launcher: { path: launcher.path },
+    outputRelay: relayPath(),
     pidfds: null,
     reaper: null,
     logger,
