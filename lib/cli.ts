@@ -9,17 +9,12 @@ import { realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type MemorySummary, summarizeMemory } from './agent/agent.js';
+import { type AgentPartition, type MemorySummary, summarizeMemory } from './agent/agent.js';
 import { AgentClient, AgentRequestError } from './agent/client.js';
 import { runAgent } from './agent/run.js';
 import { DEFAULT_SOCKET_PATH } from './agent/server.js';
 import { launcherPath } from './binding.js';
-import {
-  HotMemDevice,
-  HotMemSysfs,
-  type PartitionInfo,
-  type ReclaimReport,
-} from './hotmem-device.js';
+import { HotMemDevice, HotMemSysfs, type ReclaimReport } from './hotmem-device.js';
 import { createLogger, type LoggerHandle } from './log.js';
 import { type MemoryBlock, MemoryBlocks } from './memory-blocks.js';
 import { type IfUnavailable, OCI_HOOK_STAGES, type OciHookStage, runOciHook } from './oci-hook.js';
@@ -294,7 +289,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
 
   async partitions(context) {
     expectArgs(context, 0, '');
-    const partitions: PartitionRow[] = context.values.agent
+    const partitions: AgentPartition[] = context.values.agent
       ? await askAgent(() =>
           new AgentClient({ socketPath: context.values.agent as string }).partitions(),
         )
@@ -461,14 +456,18 @@ async function askAgent<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
-/** What `hotmem partitions` shows of a partition, from the agent or from sysfs. */
-type PartitionRow = Omit<PartitionInfo, 'node'> & { instance?: string | null };
-
-/** Partitions as /sys/kernel/mm/hotmem shows them (readable without CAP_SYS_ADMIN). */
-async function sysfsPartitions(root: string): Promise<Array<PartitionRow & { blocks: number[] }>> {
+/**
+ * Partitions as /sys/kernel/mm/hotmem shows them (readable without CAP_SYS_ADMIN), in the shape
+ * the agent gives them: the kernel knows no instances (always null), and the block ids, which
+ * only sysfs lists, are left to `hotmem blocks`.
+ */
+async function sysfsPartitions(root: string): Promise<AgentPartition[]> {
   try {
     const partitions = await new HotMemSysfs({ root }).partitions();
-    return partitions.map((partition) => ({ ...partition, nrBlocks: partition.blocks.length }));
+    return partitions.map(({ blocks: _blocks, ...partition }) => ({
+      ...partition,
+      instance: null,
+    }));
   } catch (error) {
     throw unavailableIfMissing(error, 'no HotMem partitions in sysfs');
   }

@@ -14,6 +14,7 @@ import {
   type RawReclaimReport,
 } from './binding.js';
 import { checkInteger, HotMemError, invalidArgument, withCallerStack } from './errors.js';
+import { MemoryBlocks } from './memory-blocks.js';
 
 export type PartitionState = 'empty' | 'free' | 'bound' | 'reclaiming';
 
@@ -287,20 +288,24 @@ export interface HotMemSysfsInfo {
   maxPartitions: number;
 }
 
-export interface PartitionSysfs extends Omit<PartitionInfo, 'nrBlocks' | 'node'> {
+/** A partition as the ioctl reports it, plus its block ids, which sysfs also lists. */
+export interface PartitionSysfs extends PartitionInfo {
   /** Memory block ids onlined into the partition. */
   blocks: number[];
 }
 
 /**
  * <root>/sys/kernel/mm/hotmem: the same partition state as the ioctls, readable without
- * CAP_SYS_ADMIN, plus the partition's block ids.
+ * CAP_SYS_ADMIN, plus the partition's block ids. The one field it has no file for, the node, is
+ * found from the blocks in <root>/sys/devices/system/memory.
  */
 export class HotMemSysfs {
   readonly dir: string;
+  readonly #blocks: MemoryBlocks;
 
   constructor(opts: DeviceOptions = {}) {
     this.dir = join(opts.root ?? '/', 'sys/kernel/mm/hotmem');
+    this.#blocks = new MemoryBlocks({ root: opts.root ?? '/' });
   }
 
   async info(): Promise<HotMemSysfsInfo> {
@@ -317,7 +322,8 @@ export class HotMemSysfs {
     if (!['empty', 'free', 'bound', 'reclaiming'].includes(state)) {
       throw new Error(`unexpected partition state '${state}' in ${join(this.dir, dir, 'state')}`);
     }
-    const blocks = await this.#read(`${dir}/blocks`);
+    const blocksText = await this.#read(`${dir}/blocks`);
+    const blocks = blocksText === '' ? [] : blocksText.split(/\s+/).map(Number);
     return {
       id,
       state,
@@ -330,7 +336,9 @@ export class HotMemSysfs {
       boundMms: await this.#readNumber(`${dir}/bound_mms`),
       spilledPages: await this.#readNumber(`${dir}/spilled_pages`),
       oomKills: await this.#readNumber(`${dir}/oom_kills`),
-      blocks: blocks === '' ? [] : blocks.split(/\s+/).map(Number),
+      nrBlocks: blocks.length,
+      node: await this.#node(blocks),
+      blocks,
     };
   }
 
@@ -345,6 +353,16 @@ export class HotMemSysfs {
     await withCallerStack(
       binding().writeAttribute(join(this.dir, `partition${id}`, file), value ? '1' : '0'),
     );
+  }
+
+  /**
+   * What HOTMEM_IOC_PARTITION_INFO reports: the first node (in id order) on which the partition
+   * has memory, the lowest node of its blocks; 0 when it has none, as the kernel says then.
+   */
+  async #node(blocks: number[]): Promise<number> {
+    const nodes = await Promise.all(blocks.map(async (id) => (await this.#blocks.get(id)).node));
+    const known = nodes.filter((node) => node >= 0);
+    return known.length === 0 ? 0 : Math.min(...known);
   }
 
   async #read(file: string): Promise<string> {

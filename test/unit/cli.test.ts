@@ -143,7 +143,8 @@ describe('hotmem CLI', () => {
     tree = hotmemSysfsTree();
     const partitions = await cli(['partitions', '--json', '--root', tree.root]);
     expect(partitions.code).toBe(0);
-    expect(JSON.parse(partitions.stdout)).toEqual([
+    const listed = JSON.parse(partitions.stdout) as Array<Record<string, unknown>>;
+    expect(listed).toEqual([
       expect.objectContaining({ id: 0, state: 'empty', nrBlocks: 0 }),
       expect.objectContaining({
         id: 1,
@@ -153,6 +154,24 @@ describe('hotmem CLI', () => {
         boundMms: 2,
       }),
     ]);
+    // The shape of the agent's /v1/partitions: the ioctl's fields and the instance, which the
+    // kernel does not know.
+    for (const partition of listed) {
+      expect(Object.keys(partition).sort()).toEqual([
+        'boundMms',
+        'flags',
+        'freeBytes',
+        'id',
+        'instance',
+        'node',
+        'nrBlocks',
+        'oomKills',
+        'presentBytes',
+        'spilledPages',
+        'state',
+      ]);
+      expect(partition).toMatchObject({ node: 0, instance: null });
+    }
     const status = await cli(['status', '--json', '--root', tree.root]);
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout)).toEqual(HOTMEM_SYSFS_TREE_STATUS);

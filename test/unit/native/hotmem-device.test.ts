@@ -101,6 +101,10 @@ describe('HotMemSysfs against a temp-dir /sys/kernel/mm/hotmem', () => {
 
   it('reads the ABI version, partition count and every partition', async () => {
     tree = makeSysfsTree({
+      blocks: [
+        { id: 12, state: 'online', validZones: ['HotMem1'], node: 2 },
+        { id: 13, state: 'online', validZones: ['HotMem1'], node: 1 },
+      ],
       hotmem: {
         maxPartitions: 3,
         partitions: {
@@ -130,9 +134,12 @@ describe('HotMemSysfs against a temp-dir /sys/kernel/mm/hotmem', () => {
       boundMms: 2,
       spilledPages: 5,
       oomKills: 1,
+      // The ioctl's fields: the node, which sysfs has no file for, is its blocks' lowest.
+      nrBlocks: 2,
+      node: 1,
       blocks: [12, 13],
     });
-    expect(partitions[0]?.blocks).toEqual([]);
+    expect(partitions[0]).toMatchObject({ blocks: [], nrBlocks: 0, node: 0 });
   });
 
   it('writes flags as 0/1 and names files holding garbage', async () => {
