@@ -45,7 +45,8 @@ describe.each([
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
     });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    // 'close', not 'exit': by then stderr has been read to its end.
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
     const ready = async () => {
       while (!stdout.includes('function ready')) {
         if (child.exitCode !== null) throw new Error(`function exited: ${stderr}`);
