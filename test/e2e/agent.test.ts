@@ -270,6 +270,42 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
         expect(reclaimed.report?.pagesMigrated).toBe(0);
       });
 
+      it("keeps a flooding instance's output file at its cap, copied by a relay outside its cgroup", async () => {
+        const started = await agent.call<{ id: string; pid: number }>('POST', '/v1/instances', {
+          command: ['/bin/sh', '-c', 'while :; do echo flood flood flood flood flood flood; done'],
+          memoryBytes: 128 * MiB,
+        });
+        expect(started.status).toBe(201);
+        const { id } = started.body;
+        const dir = `/run/hotmem/instances/${id}`;
+        const relayPid = Number(
+          (await agent.until('relay.pid written', () => g.guest.read(`${dir}/relay.pid`))).trim(),
+        );
+        let largest = 0;
+        const deadline = Date.now() + 3_000;
+        while (Date.now() < deadline) {
+          const size = Number(
+            (await g.guest.check(['/bin/sh', '-c', `wc -c < ${dir}/stdout`])).trim(),
+          );
+          largest = Math.max(largest, size);
+        }
+        console.log(`flooding instance: largest stdout file seen ${largest} bytes`);
+        expect(largest).toBeGreaterThan(0);
+        expect(largest).toBeLessThanOrEqual(256 * 1024);
+        const procs = await g.guest.read(`/sys/fs/cgroup/hotmem/${id}/cgroup.procs`);
+        expect(procs.split('\n').map(Number)).toContain(started.body.pid);
+        expect(procs.split('\n').map(Number)).not.toContain(relayPid);
+        expect(
+          (await agent.call('POST', `/v1/instances/${id}/stop`, { graceMs: 1000 })).status,
+        ).toBe(200);
+        // The copier ends with the instance: every write end of its pipes is gone.
+        await agent.until('the relay to exit', async () =>
+          (await g.guest.run(['/bin/sh', '-c', `kill -0 ${relayPid}`])).code !== 0
+            ? true
+            : undefined,
+        );
+      });
+
       it('adopts a running instance after kill -9 and a restart, then reclaims its partition', async () => {
         // memhog holds the partition; the shell prints a line every 200 ms, through the kill and
         // the restart. Its stdout is a file, not a pipe to the agent: a write while no agent runs
