@@ -4,7 +4,7 @@
 //
 //   tsx scripts/replay.ts [--shape bursty|steady] [--seed N] [--functions N] [--minutes N]
 //                         [--compression N] [--budget SIZE] [--keep-alive MS]
-//                         [--modes stock,hotmem] [--function native|node] [--out DIR]
+//                         [--modes stock,hotmem,hotmem-kept] [--function native|node] [--out DIR]
 //                         [--kernel BZIMAGE]
 //   tsx scripts/replay.ts --report RESULTS.json   (redraws the report and plots of a saved run)
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,7 +32,7 @@ const optionsSchema = z
     modes: z
       .string()
       .transform((text) => text.split(','))
-      .pipe(z.array(z.enum(['stock', 'hotmem'])).min(1)),
+      .pipe(z.array(z.enum(['stock', 'hotmem', 'hotmem-kept'])).min(1)),
     function: z.enum(['native', 'node']),
     out: z.string(),
     kernel: z.string().optional(),
@@ -60,6 +60,21 @@ async function writeReport(base: string, runs: ModeRun[], accel: string): Promis
       latencyCdfSpec(report.latencies, `invocation latency, queueing included (${accel})`),
     ),
   );
+  const withSamples = Object.fromEntries(
+    Object.entries(report.memoryBackMs).filter(([, samples]) => samples.length > 0),
+  );
+  if (Object.keys(withSamples).length > 0) {
+    writeFileSync(
+      `${base}-memory-back.svg`,
+      await renderSvg(
+        latencyCdfSpec(
+          withSamples,
+          `scale-down: instance exit to memory back with the host (${accel})`,
+          'reclaim + unplug (ms, log)',
+        ),
+      ),
+    );
+  }
   return report.markdown;
 }
 
@@ -154,7 +169,7 @@ async function main(): Promise<void> {
   };
   writeFileSync(`${base}.json`, `${JSON.stringify({ meta, trace, runs }, null, 2)}\n`);
   console.log(await writeReport(base, runs, meta.accel));
-  console.log(`\nresults: ${base}{.json,.md,-memory.svg,-latency.svg}`);
+  console.log(`\nresults: ${base}{.json,.md,-memory.svg,-latency.svg,-memory-back.svg}`);
   if (failure) throw failure;
 }
 

@@ -25,7 +25,12 @@ const TOKEN_FILE = '/run/replay-agent-token';
 const FIRST_INSTANCE_PORT = 9000;
 const INSTANCE_PORTS = 20_000;
 
-export type ReplayMode = 'hotmem' | 'stock';
+/**
+ * stock and hotmem give memory back on scale-down; hotmem-kept is HotMem with reclamation
+ * towards the host disabled (instances stop, partitions are reclaimed in the guest, the device
+ * never shrinks): the baseline for what giving memory back costs latency.
+ */
+export type ReplayMode = 'hotmem' | 'stock' | 'hotmem-kept';
 
 export interface ModeRun {
   mode: ReplayMode;
@@ -140,7 +145,11 @@ export async function replayInGuest(
         instanceCommand: instanceCommands(trace, options.function),
         ...(options.logger && { logger: options.logger }),
       },
-      { ...options.controller, mode },
+      {
+        ...options.controller,
+        mode: mode === 'stock' ? 'stock' : 'hotmem',
+        giveBackMemory: mode !== 'hotmem-kept',
+      },
     );
     await controller.start();
     const started = Date.now();
@@ -172,5 +181,7 @@ export async function replayInGuest(
   } finally {
     await g.guest.signal(agent.pid, 'SIGTERM');
     await g.guest.wait(agent.pid, 60_000);
+    // What the kept run left plugged is offline and free once the agent has stopped.
+    if (mode === 'hotmem-kept') await g.vm.virtioMem.resize(0, { timeoutMs: 120_000 });
   }
 }

@@ -99,6 +99,11 @@ export interface ReplayReport {
   invocationsPerSecond: InvocationCount[];
   /** Latency with queueing, per mode, for the CDF. */
   latencies: Record<string, number[]>;
+  /**
+   * Per mode, each scale-down that gave its memory back: from the instance's exit to the
+   * unplug done (HotMem: reclaim, then unplug; stock: unplug, migration included).
+   */
+  memoryBackMs: Record<string, number[]>;
 }
 
 export function replayReport(runs: ModeRun[]): ReplayReport {
@@ -138,11 +143,31 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
       `- ${ratioLine('unplug p50 stock/hotmem', unplugs(stock), unplugs(hotmem), median)}`,
     );
   }
+  const kept = runs.find((r) => r.mode === 'hotmem-kept');
+  if (kept) {
+    const k = completed(kept).map(latency);
+    const p99 = (xs: number[]) => percentile(xs, 99);
+    lines.push(
+      '',
+      'Against the same trace with memory kept plugged (hotmem-kept: no give-back, no re-plug):',
+      '',
+      ...runs
+        .filter((r) => r !== kept)
+        .map(
+          (r) =>
+            `- ${ratioLine(`latency p99 ${r.mode}/hotmem-kept`, completed(r).map(latency), k, p99)}`,
+        ),
+    );
+  }
 
   const memory: MemoryPoint[] = [];
   const invocationsPerSecond: InvocationCount[] = [];
   const latencies: Record<string, number[]> = {};
+  const memoryBackMs: Record<string, number[]> = {};
   for (const run of runs) {
+    memoryBackMs[run.mode] = run.metrics.scaleDowns.flatMap((s) =>
+      s.outcome === 'unplugged' && s.unplugMs !== null ? [(s.reclaimMs ?? 0) + s.unplugMs] : [],
+    );
     const start = run.metrics.memory[0]?.timeMs ?? 0;
     for (const sample of run.metrics.memory) {
       const timeS = (sample.timeMs - start) / 1000;
@@ -164,5 +189,12 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
     }
     latencies[run.mode] = completed(run).map(latency);
   }
-  return { markdown: lines.join('\n'), figures, memory, invocationsPerSecond, latencies };
+  return {
+    markdown: lines.join('\n'),
+    figures,
+    memory,
+    invocationsPerSecond,
+    latencies,
+    memoryBackMs,
+  };
 }

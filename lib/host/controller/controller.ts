@@ -48,6 +48,12 @@ export const controllerConfigSchema = z
     stopGraceMs: z.number().int().nonnegative().max(600_000).default(5_000),
     stopAttempts: z.number().int().positive().default(3),
     retryDelayMs: z.number().positive().default(1_000),
+    /**
+     * false: the baseline with reclamation disabled. Scale-downs stop instances (and, in
+     * hotmem mode, wait for their partitions to be reclaimed) but the device never shrinks, so
+     * later scale-ups reuse the memory without a plug; the budget still caps the plugged size.
+     */
+    giveBackMemory: z.boolean().default(true),
   })
   .strict()
   .superRefine((config, context) => {
@@ -238,6 +244,7 @@ export class Controller {
         clock: this.#clock,
         logger: this.#log,
         onChange: () => this.#sample(),
+        keepPlugged: !this.#config.giveBackMemory,
       },
     );
     await this.#subscribe();

@@ -24,6 +24,8 @@ export interface MemoryReconcilerOptions {
   logger: Logger;
   /** Called whenever the requested or plugged size changes. */
   onChange: () => void;
+  /** Never lower the target: memory once plugged stays (the no-give-back baseline). */
+  keepPlugged?: boolean;
 }
 
 interface Waiter {
@@ -40,6 +42,8 @@ export class MemoryReconciler {
   #requested: number;
   #plugged: number;
   #generation = 0;
+  /** The latest generation the device settled at. */
+  #settled = 0;
   #waiters: Waiter[] = [];
   #running = false;
   #cancelRetry: (() => void) | undefined;
@@ -75,7 +79,7 @@ export class MemoryReconciler {
 
   /** Sets the size the device should reach; returns the generation of that target. */
   setTarget(bytes: number): number {
-    this.#target = bytes;
+    this.#target = this.#options.keepPlugged ? Math.max(bytes, this.#target) : bytes;
     this.#generation += 1;
     this.#cancelRetry?.();
     this.#cancelRetry = undefined;
@@ -85,6 +89,8 @@ export class MemoryReconciler {
 
   /** Resolves once the device has settled at a target of `generation` or later. */
   whenSettled(generation: number): Promise<void> {
+    // A target the device already had settles inside setTarget(), before anyone waits.
+    if (generation <= this.#settled) return Promise.resolve();
     return this.#wait(generation, undefined);
   }
 
@@ -110,6 +116,7 @@ export class MemoryReconciler {
   }
 
   #release(settledGeneration: number | undefined): void {
+    if (settledGeneration !== undefined) this.#settled = Math.max(this.#settled, settledGeneration);
     this.#waiters = this.#waiters.filter((waiter) => {
       const settled = settledGeneration !== undefined && waiter.generation <= settledGeneration;
       const reached = waiter.level !== undefined && this.#plugged >= waiter.level;

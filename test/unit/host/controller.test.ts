@@ -371,6 +371,31 @@ describe('Controller scale-down ordering and failures', () => {
   });
 });
 
+describe('Controller with reclamation disabled (giveBackMemory: false)', () => {
+  for (const mode of ['hotmem', 'stock'] as const) {
+    it(`${mode}: stops idle instances but keeps their memory plugged for the next scale-up`, async () => {
+      const { vm, controller } = await setup(mode, { keepAliveMs: 1_000, giveBackMemory: false });
+      const first = controller.submit(call('thumb', 200, 100));
+      await vm.clock.advance(300);
+      await first;
+      await vm.clock.advance(2_000);
+      expect(vm.log).toContain('exited i-1');
+      expect(controller.metrics.scaleDowns[0]).toMatchObject({ outcome: 'unplugged', errors: [] });
+      expect([vm.requested, vm.plugged, controller.heldBytes]).toEqual([256 * MiB, 256 * MiB, 0]);
+      // Another function, same size: started on the memory still plugged, with no resize.
+      const second = controller.submit(call('resize', 150, 100));
+      await vm.clock.advance(300);
+      expect(await second).toMatchObject({ start: 'cold', error: null });
+      expect(vm.log.filter((line) => line.startsWith('resize'))).toEqual(['resize 256M']);
+      // Growth beyond what was ever plugged still plugs, within the budget.
+      const third = controller.submit(call('thumb', 200, 100));
+      await vm.clock.advance(300);
+      expect(await third).toMatchObject({ start: 'cold', error: null });
+      expect(vm.requested).toBe(512 * MiB);
+    });
+  }
+});
+
 describe('Controller stock mode', () => {
   it('lowers the requested size right after the instance exited, with no reclaim to wait for', async () => {
     const { vm, controller } = await setup('stock', { keepAliveMs: 100 });

@@ -101,5 +101,7 @@ describe('replay report', () => {
       { timeS: 5, series: 'stock plugged', bytes: 0 },
     ]);
     expect(report.invocationsPerSecond.filter((c) => c.series === 'hotmem')).toHaveLength(6);
+    // Reclaim (HotMem only) plus unplug, per scale-down.
+    expect(report.memoryBackMs).toEqual({ stock: [400], hotmem: [22] });
   });
 });
