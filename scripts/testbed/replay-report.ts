@@ -165,9 +165,12 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
   const latencies: Record<string, number[]> = {};
   const memoryBackMs: Record<string, number[]> = {};
   for (const run of runs) {
-    memoryBackMs[run.mode] = run.metrics.scaleDowns.flatMap((s) =>
-      s.outcome === 'unplugged' && s.unplugMs !== null ? [(s.reclaimMs ?? 0) + s.unplugMs] : [],
-    );
+    // hotmem-kept gives nothing back: its scale-downs end in the guest.
+    if (run.mode !== 'hotmem-kept') {
+      memoryBackMs[run.mode] = run.metrics.scaleDowns.flatMap((s) =>
+        s.outcome === 'unplugged' && s.unplugMs !== null ? [(s.reclaimMs ?? 0) + s.unplugMs] : [],
+      );
+    }
     const start = run.metrics.memory[0]?.timeMs ?? 0;
     for (const sample of run.metrics.memory) {
       const timeS = (sample.timeMs - start) / 1000;
