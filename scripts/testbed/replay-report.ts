@@ -23,6 +23,9 @@ export interface ModeFigures {
   invocations: number;
   failed: number;
   coldStarts: number;
+  /** Of cold invocations: plug + agent start, and the plug wait within it. */
+  coldStartMs: { p50: number; p90: number };
+  plugWaitMs: { p50: number; p90: number };
   /** Completed invocations per second, from the first arrival to the last completion. */
   throughputPerS: number;
   latencyMs: { p50: number; p99: number; p999: number };
@@ -56,6 +59,8 @@ function meanOver(
 
 export function modeFigures(run: ModeRun): ModeFigures {
   const done = completed(run);
+  const cold = done.filter((i) => i.start === 'cold');
+  const two = (values: number[]) => ({ p50: percentile(values, 50), p90: percentile(values, 90) });
   const first = Math.min(...run.metrics.invocations.map((i) => i.arrivalMs));
   const last = Math.max(...run.metrics.invocations.map((i) => i.completionMs));
   const spanMs = last - first;
@@ -69,7 +74,9 @@ export function modeFigures(run: ModeRun): ModeFigures {
     mode: run.mode,
     invocations: run.metrics.invocations.length,
     failed: run.metrics.invocations.length - done.length,
-    coldStarts: done.filter((i) => i.start === 'cold').length,
+    coldStarts: cold.length,
+    coldStartMs: two(cold.map((i) => i.coldStartMs)),
+    plugWaitMs: two(cold.map((i) => i.plugWaitMs)),
     throughputPerS: spanMs > 0 ? done.length / (spanMs / 1000) : Number.NaN,
     latencyMs: three(done.map(latency)),
     latencyWithoutQueueMs: three(done.map(withoutQueueing)),
@@ -110,15 +117,17 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
   const figures = runs.map(modeFigures);
   const rows = figures.map(
     (f) =>
-      `| ${f.mode} | ${f.invocations} | ${f.failed} | ${f.coldStarts} | ${fixed(f.throughputPerS, 2)} | ` +
+      `| ${f.mode} | ${f.invocations} | ${f.failed} | ${f.coldStarts} | ` +
+      `${fixed(f.coldStartMs.p50)} / ${fixed(f.coldStartMs.p90)} | ${fixed(f.plugWaitMs.p50)} / ${fixed(f.plugWaitMs.p90)} | ` +
+      `${fixed(f.throughputPerS, 2)} | ` +
       `${fixed(f.latencyMs.p50)} / ${fixed(f.latencyMs.p99)} / ${fixed(f.latencyMs.p999)} | ` +
       `${fixed(f.latencyWithoutQueueMs.p50)} / ${fixed(f.latencyWithoutQueueMs.p99)} | ` +
       `${fixed(f.reclaimMsP50, 1)} | ${fixed(f.unplugMs.p50)} / ${fixed(f.unplugMs.p99)} | ` +
       `${f.pagesMigrated} | ${fixed(f.meanPluggedMiB)} / ${fixed(f.meanUsedMiB)} | ${f.stranded} |`,
   );
   const lines = [
-    '| mode | invocations | failed | cold | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | pages migrated | mean plugged / used MiB | stranded |',
-    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
+    '| mode | invocations | failed | cold | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | pages migrated | mean plugged / used MiB | stranded |',
+    '| --- | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
     ...rows,
   ];
   const stock = runs.find((r) => r.mode === 'stock');

@@ -91,6 +91,11 @@ export interface InvocationRecord {
   start: 'warm' | 'cold';
   /** Cold start only: plugging the memory and starting the instance. */
   coldStartMs: number;
+  /**
+   * Cold start only: the part of coldStartMs spent waiting for the memory to be plugged; the
+   * rest is the agent's start (HotMem: populating the partition, onlining its blocks; spawning).
+   */
+  plugWaitMs: number;
   /** null when the invocation failed before it reached an instance. */
   serviceMs: number | null;
   completionMs: number;
@@ -335,7 +340,7 @@ export class Controller {
         instance.cancelKeepAlive?.();
         instance.cancelKeepAlive = undefined;
         instance.state = 'busy';
-        void this.#serve(instance, pending, 'warm', this.#clock.now() - pending.arrivalMs, 0);
+        void this.#serve(instance, pending, 'warm', this.#clock.now() - pending.arrivalMs, 0, 0);
         return true;
       }
     }
@@ -366,12 +371,14 @@ export class Controller {
     const level = this.#baselineBytes + this.#instanceBytesTotal();
     const generation = memory.setTarget(level);
     this.#sample();
+    let plugWaitMs = 0;
     try {
       await this.#bounded(
         memory.whenPlugged(level, generation),
         this.#config.plugTimeoutMs,
         `memory for a ${instance.bytes}-byte instance was not plugged in ${this.#config.plugTimeoutMs} ms`,
       );
+      plugWaitMs = this.#clock.now() - began;
       const created = await this.#deps.agent.createInstance({
         ...this.#deps.instanceCommand(instance.functionName),
         memoryBytes: instance.bytes,
@@ -388,7 +395,8 @@ export class Controller {
     }
     instance.state = 'busy';
     this.#sample();
-    await this.#serve(instance, pending, 'cold', queueWaitMs, this.#clock.now() - began);
+    const coldStartMs = this.#clock.now() - began;
+    await this.#serve(instance, pending, 'cold', queueWaitMs, coldStartMs, plugWaitMs);
   }
 
   async #serve(
@@ -397,6 +405,7 @@ export class Controller {
     start: 'warm' | 'cold',
     queueWaitMs: number,
     coldStartMs: number,
+    plugWaitMs: number,
   ): Promise<void> {
     const began = this.#clock.now();
     let error: string | null = null;
@@ -410,20 +419,34 @@ export class Controller {
       this.#log.warn({ err: failure, instance: instance.id }, 'invocation failed');
     }
     const now = this.#clock.now();
-    this.#complete(pending, { queueWaitMs, start, coldStartMs, serviceMs: now - began, error });
+    this.#complete(pending, {
+      queueWaitMs,
+      start,
+      coldStartMs,
+      plugWaitMs,
+      serviceMs: now - began,
+      error,
+    });
     this.#becameIdle(instance);
   }
 
   /** An invocation that never reached an instance. */
   #fail(pending: Pending, queueWaitMs: number, error: string): void {
-    this.#complete(pending, { queueWaitMs, start: 'cold', coldStartMs: 0, serviceMs: null, error });
+    this.#complete(pending, {
+      queueWaitMs,
+      start: 'cold',
+      coldStartMs: 0,
+      plugWaitMs: 0,
+      serviceMs: null,
+      error,
+    });
   }
 
   #complete(
     pending: Pending,
     outcome: Pick<
       InvocationRecord,
-      'queueWaitMs' | 'start' | 'coldStartMs' | 'serviceMs' | 'error'
+      'queueWaitMs' | 'start' | 'coldStartMs' | 'plugWaitMs' | 'serviceMs' | 'error'
     >,
   ): void {
     const record: InvocationRecord = {

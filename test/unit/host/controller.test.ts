@@ -46,6 +46,9 @@ describe('Controller scale-up and the warm pool', () => {
     const record = await done;
     expect(record).toMatchObject({ start: 'cold', queueWaitMs: 0, serviceMs: 100, error: null });
     expect(record.coldStartMs).toBeGreaterThanOrEqual(20); // two 128 MiB blocks, 10 ms each
+    // The plug is part of the cold start; the agent's start is the rest.
+    expect(record.plugWaitMs).toBeGreaterThanOrEqual(20);
+    expect(record.plugWaitMs).toBeLessThanOrEqual(record.coldStartMs);
     expect(vm.log).toEqual(['resize 256M', 'start i-1', 'invoke i-1']);
     expect(vm.partitions.get(0)).toBe(256 * MiB);
     expect(controller.heldBytes).toBe(256 * MiB);

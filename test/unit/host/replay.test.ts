@@ -66,6 +66,7 @@ describe('summarize', () => {
         queueWaitMs: id,
         start: id === 0 ? 'cold' : 'warm',
         coldStartMs: 0,
+        plugWaitMs: 0,
         serviceMs: latency,
         completionMs: latency,
         error: null,

@@ -17,6 +17,7 @@ function run(mode: ModeRun['mode'], latencies: number[], unplugMs: number): Mode
     queueWaitMs: ms / 2,
     start: i === 0 ? 'cold' : 'warm',
     coldStartMs: i === 0 ? 100 : 0,
+    plugWaitMs: i === 0 ? 60 : 0,
     serviceMs: ms / 2,
     completionMs: i * 1000 + ms,
     error: null,
@@ -94,7 +95,8 @@ describe('replay report', () => {
     expect(report.markdown).toMatch(/^- unplug p50 stock\/hotmem: 20\.00x$/m);
     // Spans: stock 5 s + 4 s, hotmem 5 s + 2 s.
     expect(report.markdown).toContain(`- throughput hotmem/stock: ${(9 / 7).toFixed(2)}x`);
-    expect(report.markdown).toMatch(/\| stock \| 6 \| 0 \| 1 \|/);
+    // One cold start each: 100 ms, 60 of them waiting for the plug.
+    expect(report.markdown).toMatch(/\| stock \| 6 \| 0 \| 1 \| 100 \/ 100 \| 60 \/ 60 \|/);
     expect(report.latencies.hotmem).toEqual([1000, 1000, 1000, 1000, 1000, 2000]);
     expect(report.memory.filter((m) => m.series === 'stock plugged')).toEqual([
       { timeS: 0, series: 'stock plugged', bytes: 128 * MiB },
