@@ -11,7 +11,6 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { isErrnoError } from '../errors.js';
-import type { PartitionManagerApi } from '../partition-manager.js';
 import type { Agent, AgentEvent, SerializedReclaimReport } from './agent.js';
 import { AgentError } from './errors.js';
 import { bindingNameSchema, type CreateBindingRequest } from './schemas.js';
@@ -30,9 +29,8 @@ export interface ProcessBinder {
 }
 
 export interface BindingsOptions {
+  /** Owns the partitions: acquires, reclaims and lists them; without HotMem, HOTMEM_UNAVAILABLE. */
   agent: Agent;
-  /** null: HotMem is unavailable; binding answers HOTMEM_UNAVAILABLE. */
-  partitions: PartitionManagerApi | null;
   /** null: no native addon to open pidfds and bind with; binding answers HOTMEM_UNAVAILABLE. */
   binder: ProcessBinder | null;
   logger: Logger;
@@ -113,7 +111,7 @@ export class Bindings {
       throw error;
     });
     if (entries.length === 0) return;
-    const views = (await this.options.partitions?.status())?.partitions ?? [];
+    const views = this.options.agent.health().hotmem ? await this.options.agent.partitions() : [];
     const records: BindingRecord[] = [];
     for (const entry of entries) {
       const record = await this.readRecord(entry);
@@ -152,11 +150,12 @@ export class Bindings {
     if (this.options.agent.health().status === 'shutting-down') {
       throw new AgentError('HOTMEM_SHUTTING_DOWN', 'the agent is shutting down');
     }
-    const { partitions, binder } = this.options;
-    if (!partitions || !binder) {
+    const { agent, binder } = this.options;
+    const hotmem = agent.health().hotmem;
+    if (!hotmem || !binder) {
       throw new AgentError(
         'HOTMEM_UNAVAILABLE',
-        partitions
+        hotmem
           ? 'this agent has no native addon to bind processes with'
           : 'this kernel has no HotMem partitions (/dev/hotmem)',
       );
@@ -203,7 +202,7 @@ export class Bindings {
     if (!binding.outcome) await settledWithin(binding.settled, timeoutMs);
     const { outcome, partition } = binding;
     if (!outcome) {
-      const view = (await this.options.partitions?.status())?.partitions.find(
+      const view = (await this.options.agent.partitions()).find(
         (candidate) => candidate.id === partition,
       );
       const holders = view?.boundMms ? ` with ${view.boundMms} process(es) bound` : '';

@@ -63,7 +63,6 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
   const device = hotmem?.device;
   const bindings = new Bindings({
     agent,
-    partitions: hotmem?.manager ?? null,
     binder: native && device ? processBinder(device) : null,
     logger,
     stateDir: path.join(stateDir, 'bindings'),

@@ -88,7 +88,6 @@ export async function startHarness(
   await agent.start();
   const bindings = new Bindings({
     agent,
-    partitions: agentOverrides.partitions ?? null,
     binder: null,
     logger,
     stateDir: path.join(tree.stateDir, 'bindings'),
