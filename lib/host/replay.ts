@@ -3,7 +3,7 @@
  * controller's clock; once all have completed the controller is closed (every instance scaled
  * down) and its metrics are summarised, so HotMem and stock runs of one trace compare directly.
  */
-import type { Controller, ControllerMetrics } from './controller/controller.js';
+import type { Controller, ControllerMetrics, MemorySample } from './controller/controller.js';
 import type { Clock } from './controller/ports.js';
 import type { Trace } from './trace/trace.js';
 
@@ -64,28 +64,48 @@ export function summarize(metrics: ControllerMetrics, endMs: number): ReplaySumm
     reclaimMs: reclaims.length > 0 ? percentiles(reclaims) : null,
     unplugMs: percentiles(unplugged.map((s) => s.unplugMs ?? 0)),
     strandedScaleDowns: metrics.scaleDowns.filter((s) => s.outcome === 'stranded').length,
-    pluggedByteMs: area(metrics, endMs, 'pluggedBytes'),
-    usedByteMs: area(metrics, endMs, 'usedBytes'),
+    pluggedByteMs: memoryArea(metrics.memory, 'pluggedBytes', -Infinity, endMs),
+    usedByteMs: memoryArea(metrics.memory, 'usedBytes', -Infinity, endMs),
   };
+}
+
+/** The nearest-rank percentile `p` of values sorted ascending; undefined for none. */
+function nearestRank(sorted: number[], p: number): number | undefined {
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/** Nearest-rank percentile; NaN for no values. */
+export function percentile(values: number[], p: number): number {
+  return (
+    nearestRank(
+      [...values].sort((a, b) => a - b),
+      p,
+    ) ?? Number.NaN
+  );
 }
 
 /** Nearest-rank percentiles; all zero for no values. */
 function percentiles(values: number[]): Percentiles {
   const sorted = [...values].sort((a, b) => a - b);
-  const rank = (p: number) => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
+  const rank = (p: number) => nearestRank(sorted, p) ?? 0;
   return { count: sorted.length, p50: rank(50), p99: rank(99), max: sorted.at(-1) ?? 0 };
 }
 
-/** Each sample's value holds until the next sample (a step function). */
-function area(
-  metrics: ControllerMetrics,
-  endMs: number,
+/**
+ * Byte-milliseconds under a memory curve between two times: each sample's value holds until
+ * the next sample (a step function), the last until `toMs`.
+ */
+export function memoryArea(
+  samples: MemorySample[],
   field: 'pluggedBytes' | 'usedBytes',
+  fromMs: number,
+  toMs: number,
 ): number {
   let total = 0;
-  metrics.memory.forEach((sample, i) => {
-    const until = metrics.memory[i + 1]?.timeMs ?? endMs;
-    total += sample[field] * (until - sample.timeMs);
+  samples.forEach((sample, i) => {
+    const start = Math.max(sample.timeMs, fromMs);
+    const end = Math.min(samples[i + 1]?.timeMs ?? toMs, toMs);
+    if (end > start) total += sample[field] * (end - start);
   });
   return total;
 }

@@ -2,17 +2,12 @@
 // cold starts, reclaim and unplug latency, pages migrated and memory-time; HotMem/stock ratios
 // with bootstrap intervals over the invocations of the one run; and the series the plots draw.
 import type { InvocationRecord } from '../../lib/host/controller/controller.js';
+import { memoryArea, percentile } from '../../lib/host/replay.js';
 import type { InvocationCount, MemoryPoint } from './charts.js';
 import type { ModeRun } from './replay-guest.js';
 import { median, ratioInterval } from './report.js';
 
 const MiB = 2 ** 20;
-
-/** Nearest-rank percentile; NaN for no values. */
-export function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-}
 
 const completed = (run: ModeRun) => run.metrics.invocations.filter((i) => i.error === null);
 const latency = (i: InvocationRecord) => i.completionMs - i.arrivalMs;
@@ -39,7 +34,7 @@ export interface ModeFigures {
   stranded: number;
 }
 
-/** The mean of a memory curve (a step function) between two times. */
+/** The mean of a memory curve between two times. */
 function meanOver(
   run: ModeRun,
   fromMs: number,
@@ -47,14 +42,7 @@ function meanOver(
   field: 'pluggedBytes' | 'usedBytes',
 ): number {
   if (toMs <= fromMs) return Number.NaN;
-  const samples = run.metrics.memory;
-  let total = 0;
-  samples.forEach((sample, i) => {
-    const start = Math.max(sample.timeMs, fromMs);
-    const end = Math.min(samples[i + 1]?.timeMs ?? toMs, toMs);
-    if (end > start) total += sample[field] * (end - start);
-  });
-  return total / (toMs - fromMs);
+  return memoryArea(run.metrics.memory, field, fromMs, toMs) / (toMs - fromMs);
 }
 
 export function modeFigures(run: ModeRun): ModeFigures {

@@ -2,9 +2,9 @@
 // and without queueing, ratios with their intervals, and the series the plots draw.
 import { describe, expect, it } from 'vitest';
 import type { InvocationRecord } from '../../../lib/host/controller/controller.js';
-import { summarize } from '../../../lib/host/replay.js';
+import { percentile, summarize } from '../../../lib/host/replay.js';
 import type { ModeRun } from '../../../scripts/testbed/replay-guest.js';
-import { modeFigures, percentile, replayReport } from '../../../scripts/testbed/replay-report.js';
+import { modeFigures, replayReport } from '../../../scripts/testbed/replay-report.js';
 
 const MiB = 2 ** 20;
 
