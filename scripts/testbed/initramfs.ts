@@ -102,7 +102,7 @@ function nodeBinary(): string {
 }
 
 /** A static binary of one of the test bed's guest programs in C. */
-function guestBinary(name: string): string {
+export function guestBinary(name: string): string {
   const source = join(projectRoot(), `scripts/testbed/guest/${name}.c`);
   return cached(name, sha(readFileSync(source)), (out) => {
     execFileSync('cc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', out, source]);

@@ -1,34 +1,20 @@
 // The replay's guest functions, run here on the host: function.mjs on node, function.c built
 // as the initramfs builds it. One protocol, so one set of tests for both: cold start,
 // invocations, bad input.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
+import { guestBinary } from '../../../scripts/testbed/initramfs.js';
 import { freePort } from '../fixtures/free-port.js';
 
 const guest = (file: string) =>
   fileURLToPath(new URL(`../../../scripts/testbed/guest/${file}`, import.meta.url));
-const built = mkdtempSync(join(tmpdir(), 'hotmem-function-'));
-const nativeFunction = join(built, 'function');
-execFileSync('cc', [
-  '-static',
-  '-O2',
-  '-Wall',
-  '-Wextra',
-  '-Werror',
-  '-o',
-  nativeFunction,
-  guest('function.c'),
-]);
+const nativeFunction = guestBinary('function');
 const children: ChildProcess[] = [];
 
 afterEach(() => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
 });
-afterAll(() => rmSync(built, { recursive: true, force: true }));
 
 describe.each([
   { name: 'function.mjs', argv: [process.execPath, guest('function.mjs')] },
