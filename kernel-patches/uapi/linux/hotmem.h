@@ -14,7 +14,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define HOTMEM_ABI_VERSION	1
+#define HOTMEM_ABI_VERSION	2
 
 /* Partition states, as reported by HOTMEM_IOC_PARTITION_INFO and sysfs. */
 enum hotmem_partition_state {
@@ -103,10 +103,15 @@ struct hotmem_event {
 
 #define HOTMEM_IOC_MAGIC	0xB9
 
-#define HOTMEM_IOC_VERSION		_IO(HOTMEM_IOC_MAGIC, 0)
-#define HOTMEM_IOC_PARTITION_INFO	_IO(HOTMEM_IOC_MAGIC, 1)
-#define HOTMEM_IOC_BIND			_IO(HOTMEM_IOC_MAGIC, 2)
-#define HOTMEM_IOC_SET_FLAGS		_IO(HOTMEM_IOC_MAGIC, 3)
-#define HOTMEM_IOC_RECLAIM		_IO(HOTMEM_IOC_MAGIC, 4)
+/*
+ * The size encoded in each number is that of the struct as first defined.
+ * The kernel goes by the size field of the struct instead, so a grown
+ * struct keeps its ioctl number.
+ */
+#define HOTMEM_IOC_VERSION		_IOWR(HOTMEM_IOC_MAGIC, 0, struct hotmem_version)
+#define HOTMEM_IOC_PARTITION_INFO	_IOWR(HOTMEM_IOC_MAGIC, 1, struct hotmem_partition_info)
+#define HOTMEM_IOC_BIND			_IOW(HOTMEM_IOC_MAGIC, 2, struct hotmem_bind)
+#define HOTMEM_IOC_SET_FLAGS		_IOW(HOTMEM_IOC_MAGIC, 3, struct hotmem_partition_flags)
+#define HOTMEM_IOC_RECLAIM		_IOWR(HOTMEM_IOC_MAGIC, 4, struct hotmem_reclaim)
 
 #endif /* _UAPI_LINUX_HOTMEM_H */

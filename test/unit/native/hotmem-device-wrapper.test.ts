@@ -14,7 +14,7 @@ interface FakeRun {
 }
 
 /** Runs body with `HotMemDevice`, `fake` (its native calls), `deliver` and `out` in scope. */
-function runWithFakeDevice(body: string, abiVersion = 1): FakeRun {
+function runWithFakeDevice(body: string, abiVersion = 2): FakeRun {
   const script = `
     import { binding } from ${JSON.stringify(join(process.cwd(), 'lib/binding.ts'))};
     import { HotMemDevice } from ${JSON.stringify(join(process.cwd(), 'lib/hotmem-device.ts'))};
@@ -43,11 +43,11 @@ function runWithFakeDevice(body: string, abiVersion = 1): FakeRun {
 
 describe('HotMemDevice over a fake native device', () => {
   it('refuses a kernel speaking another ABI version and closes the file', () => {
-    const out = runWithFakeDevice('HotMemDevice.open({ root: "/r" });', 2);
+    const out = runWithFakeDevice('HotMemDevice.open({ root: "/r" });', 1);
     expect(out.error).toEqual({
       name: 'HotMemError',
       code: 'ERR_ABI_MISMATCH',
-      message: '/r/dev/hotmem speaks HotMem ABI 2, this addon was built for 1',
+      message: '/r/dev/hotmem speaks HotMem ABI 1, this addon was built for 2',
     });
     expect(out.calls).toEqual([['open', '/r/dev/hotmem'], ['close']]);
   });

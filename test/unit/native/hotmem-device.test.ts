@@ -122,7 +122,7 @@ describe('HotMemSysfs against a temp-dir /sys/kernel/mm/hotmem', () => {
       },
     });
     const sysfs = new HotMemSysfs({ root: tree.root });
-    expect(await sysfs.info()).toEqual({ abiVersion: 1, maxPartitions: 3 });
+    expect(await sysfs.info()).toEqual({ abiVersion: 2, maxPartitions: 3 });
     const partitions = await sysfs.partitions();
     expect(partitions.map((p) => p.state)).toEqual(['empty', 'bound', 'empty']);
     expect(partitions[1]).toEqual({
