@@ -118,6 +118,33 @@ async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   expect(await moved('pgmigrate_success')).toBe(0);
 }
 
+// Sub Block Mode unplugs part of a free partition's block (2 MiB sub-blocks at a time). Asked
+// for memory again, virtio-mem must plug other memory: refilling that block would grow the
+// partition behind the back of whoever placed memory into it.
+async function plugLeavesPartitionsAlone(g: Guest): Promise<void> {
+  const partition = 3;
+  const free = async () => Number(await partitionAttr(g, partition, 'free_bytes'));
+  await g.vm.virtioMem.resize(BLOCK, { timeoutMs: 60_000 });
+  const [block] = await offlineBlocks(g, 1);
+  await g.guest.write(`/sys/devices/system/memory/${block}/state`, `online_hotmem${partition}`);
+  const populated = await free();
+
+  await g.vm.virtioMem.resize(BLOCK / 2, { timeoutMs: 60_000 });
+  const shrunk = await free();
+  console.log(`partition ${partition}: ${populated} bytes free, ${shrunk} after a half unplug`);
+  expect(populated - shrunk).toBeGreaterThanOrEqual(BLOCK / 2);
+
+  await g.vm.virtioMem.resize(BLOCK, { timeoutMs: 60_000 });
+  const regrown = await free();
+  console.log(`partition ${partition}: ${regrown} bytes free after plugging the half again`);
+  expect(regrown - shrunk).toBeLessThan(8 * MiB);
+  // The memory plugged instead is a new block, offline until userspace places it.
+  expect(await offlineBlocks(g, 1)).toHaveLength(1);
+
+  await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
+  expect(await presentBytes(g, partition, 0)).toBe(0);
+}
+
 for (const kernel of hotMemKernels()) {
   describe.skipIf(kernel.unavailable !== undefined)(
     kernelSuiteTitle('HotMem partition lifecycle', kernel),
@@ -205,6 +232,9 @@ for (const kernel of hotMemKernels()) {
 
       it('lets virtio-mem unplug a free partition, without migrating, and never a bound one', () =>
         unplugSparesBoundPartitions(g));
+
+      it('never grows a partition when virtio-mem plugs memory again', () =>
+        plugLeavesPartitionsAlone(g));
 
       it('passes the HotMem kselftest with plugged memory to populate partitions from', async () => {
         await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
