@@ -25,14 +25,14 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../lib/cli.js';
 import type { GuestClient } from './testbed/guest.js';
-import { GUEST_MEMHOG, GUEST_PACKAGE } from './testbed/initramfs.js';
+import { GUEST_HOTMEM_EXEC, GUEST_MEMHOG } from './testbed/initramfs.js';
 import { projectRoot } from './testbed/paths.js';
+import { BLOCK, type PlugGuest, plug, plugGuest } from './testbed/plug.js';
 import { ratios, reclaimLatencyPlot, type Sample, summarize, table } from './testbed/report.js';
 import {
   bootGuest,
   buildHotMemKernel,
   buildKernel,
-  type Guest,
   HOTMEM_SERIES,
   hasPatches,
   vmstatSnapshot,
@@ -40,10 +40,7 @@ import {
 import { MiB } from './testbed/vm.js';
 
 type Mode = Sample['mode'];
-/** The guest, and how many memory blocks it had before anything was plugged. */
-type BenchGuest = Guest & { bootBlocks: number };
-const BLOCK = 128 * MiB;
-const LAUNCHER = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
+type BenchGuest = PlugGuest;
 
 /** A size from --sizes (the CLI's syntax: 128M, 2G), which must be whole memory blocks. */
 function blockMultiple(text: string): number {
@@ -60,73 +57,6 @@ async function guestCpuMs(guest: GuestClient): Promise<number> {
   return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0)) * 10;
 }
 
-async function memoryBlockCount(guest: GuestClient): Promise<number> {
-  const out = await guest.check([
-    '/bin/sh',
-    '-c',
-    'ls -d /sys/devices/system/memory/memory* | wc -l',
-  ]);
-  return Number(out.trim());
-}
-
-/**
- * Waits until the guest has removed every hot-plugged block. virtio-mem removes a block only
- * after its last sub-block is unplugged, a moment after the device reports size 0; plugging
- * before that refills the old block, online in its old zone, instead of adding offline blocks.
- */
-async function untilUnplugged(g: BenchGuest): Promise<void> {
-  const deadline = performance.now() + 60_000;
-  let blocks = await memoryBlockCount(g.guest);
-  while (blocks > g.bootBlocks) {
-    if (performance.now() > deadline)
-      throw new Error(`${blocks - g.bootBlocks} hot-plugged blocks still present after 60 s`);
-    await new Promise((r) => setTimeout(r, 100));
-    blocks = await memoryBlockCount(g.guest);
-  }
-}
-
-/**
- * Plugs `total` bytes and onlines the blocks as they arrive: movable (stock), or into consecutive
- * partitions of `blocksEach` blocks from partition 0 (hotmem). virtio-mem stops adding memory
- * while more than 1 GiB of it sits offline, and it plugs a block's sub-blocks (which the device
- * then counts) before it adds the block to Linux, so neither the device's size nor an empty round
- * says the plug is over: onlining runs in rounds until every expected block is online. The guest
- * holds no hot-plugged block before (untilUnplugged), so that number is total / BLOCK. Returns
- * the ms from the request to the last block online, and the partitions populated.
- */
-async function plug(
-  g: BenchGuest,
-  total: number,
-  mode: Mode,
-  blocksEach: number,
-): Promise<{ ms: number; partitions: number[] }> {
-  await untilUnplugged(g);
-  const start = performance.now();
-  const deadline = start + 300_000;
-  await g.vm.virtioMem.setRequestedSize(total);
-  const expected = total / BLOCK;
-  let onlined = 0;
-  while (onlined < expected) {
-    if (performance.now() > deadline)
-      throw new Error(
-        `plug of ${total / MiB} MiB: ${onlined} of ${expected} blocks online after 300 s`,
-      );
-    const target =
-      mode === 'stock' ? 'online_movable' : `online_hotmem$(( (${onlined} + i) / ${blocksEach} ))`;
-    const out = await g.guest.check([
-      '/bin/sh',
-      '-c',
-      `i=0; for b in /sys/devices/system/memory/memory*; do [ "$(cat $b/state)" = offline ] || continue; echo ${target} > $b/state; i=$((i+1)); done; echo $i`,
-    ]);
-    const now = Number(out.trim());
-    onlined += now;
-    if (now === 0) await new Promise((r) => setTimeout(r, 20));
-  }
-  const ms = performance.now() - start;
-  const partitions = Array.from({ length: Math.ceil(onlined / blocksEach) }, (_, i) => i);
-  return { ms, partitions };
-}
-
 async function startInstances(
   g: BenchGuest,
   mode: Mode,
@@ -140,7 +70,7 @@ async function startInstances(
       const argv =
         mode === 'stock'
           ? [GUEST_MEMHOG, mib]
-          : [LAUNCHER, '--partition', String(partitions[i]), '--', GUEST_MEMHOG, mib];
+          : [GUEST_HOTMEM_EXEC, '--partition', String(partitions[i]), '--', GUEST_MEMHOG, mib];
       return g.guest.spawn(argv, { waitFor: 'memhog ready', timeoutMs: 600_000 });
     }),
   );
@@ -243,7 +173,7 @@ async function main(): Promise<void> {
     hotplugRegion: 2 * largest + 2 * BLOCK,
     log: (l) => console.error(l),
   });
-  const g: BenchGuest = { ...booted, bootBlocks: await memoryBlockCount(booted.guest) };
+  const g: BenchGuest = await plugGuest(booted);
   const samples: Sample[] = [];
   let failure: unknown;
   try {

@@ -23,6 +23,8 @@ import { cacheDir, projectRoot } from './paths.js';
 /** Where the package is laid out inside the guest. */
 export const GUEST_PACKAGE = '/hotmem';
 export const GUEST_MEMHOG = '/usr/bin/memhog';
+/** The package's launcher that binds to a partition and execs (native/hotmem_exec.cc). */
+export const GUEST_HOTMEM_EXEC = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 /** The replay's function (scripts/testbed/guest/function.mjs), run with the guest's node. */
 export const GUEST_FUNCTION = `${GUEST_PACKAGE}/scripts/testbed/guest/function.mjs`;
 /** The same function in C (function.c, static): a cold start of milliseconds, not seconds. */

@@ -5,7 +5,7 @@
 // the 6.12 series (what CI builds), the same with KASAN, lockdep and DEBUG_VM — where any report in
 // the console fails the suite —, and the 6.6 series when HOTMEM_V6_6_SOURCE names a 6.6.9 tree.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
+import { GUEST_HOTMEM_EXEC, GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
 import {
   bootGuest,
   buildHotMemKernel,
@@ -23,7 +23,6 @@ const BLOCK = 128 * MiB;
 const GUEST_SELFTEST = '/usr/bin/hotmem-selftest';
 const HOG_MIB = 300;
 const HOTMEM_SYSFS = '/sys/kernel/mm/hotmem';
-const launcher = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 
 /**
  * The offline blocks once all `count` of them are there: virtio-mem plugs a block's sub-blocks,
@@ -78,7 +77,7 @@ async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   await online(blocks.slice(0, half / BLOCK), 1);
   await online(blocks.slice(half / BLOCK), 2);
   const hog = await g.guest.spawn(
-    [launcher, '--partition', '1', '--', GUEST_MEMHOG, String(HOG_MIB / 2)],
+    [GUEST_HOTMEM_EXEC, '--partition', '1', '--', GUEST_MEMHOG, String(HOG_MIB / 2)],
     { waitFor: 'memhog ready' },
   );
   // What is not free in the bound partition holds the instance's pages. Free pages on
@@ -177,7 +176,7 @@ for (const kernel of hotMemKernels()) {
         expect(Number(await partitionAttr(g, 0, 'present_bytes'))).toBe(PLUG);
 
         const hog = await g.guest.spawn(
-          [launcher, '--partition', '0', '--', GUEST_MEMHOG, String(HOG_MIB)],
+          [GUEST_HOTMEM_EXEC, '--partition', '0', '--', GUEST_MEMHOG, String(HOG_MIB)],
           {
             waitFor: 'memhog ready',
           },
