@@ -102,12 +102,17 @@ export function table(rows: Row[]): string {
     String(r.guestCpuMs),
     String(r.runs),
   ]);
-  const widths = header.map((h, i) =>
-    Math.max(h.length, ...cells.map((c) => (c[i] as string).length)),
-  );
-  // Text columns left-aligned, numbers right-aligned.
+  return markdownTable(header, cells, 2);
+}
+
+/**
+ * A Markdown table padded to line up in a terminal: the first `textColumns` columns
+ * left-aligned, the others (numbers) right-aligned.
+ */
+export function markdownTable(header: string[], cells: string[][], textColumns: number): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));
   const fmt = (c: string[]) =>
-    `| ${c.map((x, i) => (i < 2 ? x.padEnd(widths[i] as number) : x.padStart(widths[i] as number))).join(' | ')} |`;
+    `| ${widths.map((w, i) => (i < textColumns ? (c[i] ?? '').padEnd(w) : (c[i] ?? '').padStart(w))).join(' | ')} |`;
   return [
     fmt(header),
     `|${widths.map((w) => '-'.repeat(w + 1)).join('-|')}-|`,
@@ -118,6 +123,22 @@ export function table(rows: Row[]): string {
 /** Fewer runs than this give no interval: a resampled median of 2 or 3 values says little. */
 const MIN_RUNS_FOR_INTERVAL = 5;
 const RESAMPLES = 2000;
+
+/** The central 95% of `RESAMPLES` bootstrap estimates, each made from fresh resamples. */
+function bootstrap(
+  seed: number,
+  estimate: (resample: (xs: number[]) => number[]) => number,
+): [number, number] {
+  const random = seededRandom(seed);
+  const resample = (xs: number[]) => xs.map(() => xs[Math.floor(random() * xs.length)] as number);
+  const estimates = Array.from({ length: RESAMPLES }, () => estimate(resample)).sort(
+    (x, y) => x - y,
+  );
+  return [
+    estimates[Math.floor(0.025 * RESAMPLES)] as number,
+    estimates[Math.ceil(0.975 * RESAMPLES) - 1] as number,
+  ];
+}
 
 /**
  * The 95% percentile-bootstrap interval of statistic(a) / statistic(b) (medians by default):
@@ -130,16 +151,22 @@ export function ratioInterval(
   statistic: (xs: number[]) => number = median,
 ): [number, number] | undefined {
   if (a.length < MIN_RUNS_FOR_INTERVAL || b.length < MIN_RUNS_FOR_INTERVAL) return undefined;
-  const random = seededRandom(a.length * 7919 + b.length);
-  const resample = (xs: number[]) => xs.map(() => xs[Math.floor(random() * xs.length)] as number);
-  const ratios = Array.from(
-    { length: RESAMPLES },
-    () => statistic(resample(a)) / statistic(resample(b)),
-  ).sort((x, y) => x - y);
-  return [
-    ratios[Math.floor(0.025 * RESAMPLES)] as number,
-    ratios[Math.ceil(0.975 * RESAMPLES) - 1] as number,
-  ];
+  return bootstrap(
+    a.length * 7919 + b.length,
+    (resample) => statistic(resample(a)) / statistic(resample(b)),
+  );
+}
+
+/**
+ * The 95% percentile-bootstrap interval of statistic(xs) (the median by default). Undefined
+ * with fewer than MIN_RUNS_FOR_INTERVAL values.
+ */
+export function interval(
+  xs: number[],
+  statistic: (xs: number[]) => number = median,
+): [number, number] | undefined {
+  if (xs.length < MIN_RUNS_FOR_INTERVAL) return undefined;
+  return bootstrap(xs.length, (resample) => statistic(resample(xs)));
 }
 
 /**

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
+  interval,
+  markdownTable,
   ratioInterval,
   ratios,
   reclaimLatencyPlot,
@@ -130,6 +132,31 @@ describe('benchmark report', () => {
   it('gives identical groups a degenerate interval at 1', () => {
     expect(ratioInterval([5, 5, 5, 5, 5], [5, 5, 5, 5, 5])).toEqual([1, 1]);
     expect(ratioInterval([5, 5, 5, 5], [5, 5, 5, 5, 5])).toBeUndefined();
+  });
+
+  it('bounds a median by the interval of its resampled medians', () => {
+    const xs = [10, 11, 12, 13, 14, 15, 16];
+    const [low, high] = interval(xs) ?? [];
+    expect(low).toBeGreaterThanOrEqual(10);
+    expect(low).toBeLessThanOrEqual(13);
+    expect(high).toBeGreaterThanOrEqual(13);
+    expect(high).toBeLessThanOrEqual(16);
+    expect(interval(xs)).toEqual([low, high]);
+    expect(interval([5, 5, 5, 5, 5])).toEqual([5, 5]);
+    expect(interval([5, 5, 5, 5])).toBeUndefined();
+  });
+
+  it('pads a Markdown table: text columns left, numbers right', () => {
+    expect(
+      markdownTable(
+        ['name', 'n'],
+        [
+          ['a', '1'],
+          ['long', '100'],
+        ],
+        1,
+      ).split('\n'),
+    ).toEqual(['| name |   n |', '|------|-----|', '| a    |   1 |', '| long | 100 |']);
   });
 
   it('draws one line per mode and scenario', async () => {
