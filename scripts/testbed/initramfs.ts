@@ -25,6 +25,8 @@ export const GUEST_PACKAGE = '/hotmem';
 export const GUEST_MEMHOG = '/usr/bin/memhog';
 /** The package's launcher that binds to a partition and execs (native/hotmem_exec.cc). */
 export const GUEST_HOTMEM_EXEC = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
+/** The no-tax benchmark's fault and fork measurements (notax.c, static). */
+export const GUEST_NOTAX = '/usr/bin/notax';
 /** The replay's function (scripts/testbed/guest/function.mjs), run with the guest's node. */
 export const GUEST_FUNCTION = `${GUEST_PACKAGE}/scripts/testbed/guest/function.mjs`;
 /** The same function in C (function.c, static): a cold start of milliseconds, not seconds. */
@@ -165,6 +167,7 @@ export async function buildInitramfs(opts: InitramfsOptions = {}): Promise<strin
     ['/usr/bin/node', node],
     [GUEST_MEMHOG, guestBinary('memhog')],
     [GUEST_NATIVE_FUNCTION, guestBinary('function')],
+    [GUEST_NOTAX, guestBinary('notax')],
     ...packageFiles(),
   ]);
   for (const lib of sharedLibraries(process.execPath)) files.set(lib, realpathSync(lib));
