@@ -160,7 +160,8 @@ export function buildHotMemKernel(kernel: HotMemKernel = HOTMEM_V6_12): Promise<
   return buildKernel({ source: kernel.source, patches: kernel.series, debug: kernel.debug });
 }
 
-function buildDirectory(bzImage: string): string {
+/** The build directory of a kernel built by scripts/build-kernel.sh (vmlinux, .config, objects). */
+export function buildDirectory(bzImage: string): string {
   return resolve(bzImage, '../../../..');
 }
 

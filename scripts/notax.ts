@@ -1,0 +1,323 @@
+// "No tax": what the HotMem series costs a guest that does not use it. Stock 6.12 against the
+// same base and config with the series (the kernels scripts/build-kernel.sh builds and
+// caches), booted in turns, in one run:
+//
+//   tsx scripts/notax.ts [--boots N] [--reps N] [--plugs N] [--fault-mib MIB] [--fork-hold-mib MIB]
+//                        [--forks N] [--report FILE.json]
+//
+// Per boot, on both kernels, nothing plugged, every process unbound:
+//   fault-4k, fault-thp  anonymous fault throughput over --fault-mib MiB, MADV_NOHUGEPAGE or
+//                        MADV_HUGEPAGE (scripts/testbed/guest/notax.c), --reps repetitions;
+//   fork                 fork+_exit rate of a parent holding --fork-hold-mib MiB, --reps x --forks;
+//   plug                 1 GiB asked of virtio-mem over QMP until every new block is online,
+//                        onlined movable through the guest server on both kernels (the
+//                        benchmarks' plug(), stock onlining), --plugs times, each unplugged after.
+// Then on the patched kernel only: 1 GiB plugged into partition 0, and the same faults by an
+// unbound process and by one bound to the partition with hotmem-exec (partition-*).
+// Before the boots, each kernel's struct zone and pg_data_t sizes are read from its build (nm,
+// and gdb on one object recompiled with -g); each boot reads /proc/zoneinfo, MemTotal and the
+// kernel's "Memory: … reserved" line. With --boots N each kernel boots N times, alternating,
+// the first kernel of each pair alternating too. The defaults (6 boots each, 8 repetitions,
+// 8 plugs, 256 MiB faulted) take about 15 min under TCG on two cores, both kernels built.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { GUEST_HOTMEM_EXEC, GUEST_NOTAX } from './testbed/initramfs.js';
+import {
+  bindingRows,
+  gdbValues,
+  type Kernel,
+  kernelRows,
+  lineValue,
+  type MemoryCost,
+  type Metric,
+  type MetricRow,
+  memoryTable,
+  metricTable,
+  nmSize,
+  parseBootMemory,
+  parseNotax,
+  type Sample,
+  zoneNames,
+} from './testbed/notax-report.js';
+import { BLOCK, type PlugGuest, plug, plugGuest, untilUnplugged } from './testbed/plug.js';
+import {
+  bootGuest,
+  buildDirectory,
+  buildHotMemKernel,
+  buildKernel,
+  extraKernelUnavailable,
+  HOTMEM_SERIES,
+  hasPatches,
+  meminfo,
+} from './testbed/testbed.js';
+import { GiB, MiB } from './testbed/vm.js';
+
+interface Options {
+  boots: number;
+  reps: number;
+  plugs: number;
+  faultMib: number;
+  forkHoldMib: number;
+  forks: number;
+}
+
+/** The partition the bound process runs in, and how much is plugged into it. */
+const PARTITION = 0;
+
+/**
+ * sizeof(struct zone) and sizeof(pg_data_t) from a kernel build without debug info: one of its
+ * objects (mm/mm_init.o) compiled again, exactly as kbuild compiled it (its .cmd file), with -g
+ * and into a scratch file, and asked of gdb.
+ */
+function structSizes(build: string): { zoneBytes: number; nodeBytes: number } {
+  const saved = readFileSync(join(build, 'mm/.mm_init.o.cmd'), 'utf8').split('\n')[0] ?? '';
+  const m = /^savedcmd_mm\/mm_init\.o := (.*)$/.exec(saved);
+  if (!m?.[1]) throw new Error(`${build}/mm/.mm_init.o.cmd: no savedcmd line`);
+  // Only the compiler: kbuild appends objtool and others after ';'.
+  const compile = (m[1].split(/\s;\s/)[0] ?? '').replace(/-Wp,-MMD,\S+/, '');
+  const scratch = mkdtempSync(join(tmpdir(), 'notax-'));
+  try {
+    const object = join(scratch, 'mm_init.o');
+    execFileSync('/bin/sh', ['-c', `${compile.replace(/-o mm\/mm_init\.o/, `-g -o ${object}`)}`], {
+      cwd: build,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const [zoneBytes, nodeBytes] = gdbValues(
+      execFileSync(
+        'gdb',
+        ['-batch', '-ex', 'print sizeof(struct zone)', '-ex', 'print sizeof(pg_data_t)', object],
+        { encoding: 'utf8' },
+      ),
+    );
+    if (zoneBytes === undefined || nodeBytes === undefined)
+      throw new Error(`gdb gave no sizes for ${object}`);
+    return { zoneBytes, nodeBytes };
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** The static memory figures of a kernel build; the boot's figures are added per boot. */
+function buildMemory(bzImage: string): Pick<MemoryCost, 'zoneBytes' | 'nodeBytes'> & {
+  contigPageDataBytes?: number;
+} {
+  const build = buildDirectory(bzImage);
+  const nm = execFileSync('nm', ['-S', join(build, 'vmlinux')], {
+    encoding: 'utf8',
+    maxBuffer: 256 * MiB,
+  });
+  return { ...structSizes(build), contigPageDataBytes: nmSize(nm, 'contig_page_data') };
+}
+
+async function notax(g: PlugGuest, argv: string[]) {
+  return parseNotax(await g.guest.check(argv, { timeoutMs: 900_000 }));
+}
+
+/** One boot's measurements; `push` records each sample as it comes. */
+async function measureBoot(
+  g: PlugGuest,
+  kernel: Kernel,
+  boot: number,
+  o: Options,
+  push: (s: Sample) => void,
+): Promise<void> {
+  const record = (metric: Metric, lines: Awaited<ReturnType<typeof notax>>) => {
+    for (const line of lines) push({ kernel, boot, metric, ...lineValue(line) });
+  };
+  const reps = String(o.reps);
+  const fault = (page: '4k' | 'thp') => [GUEST_NOTAX, 'fault', page, String(o.faultMib), reps];
+  record('fault-4k', await notax(g, fault('4k')));
+  record('fault-thp', await notax(g, fault('thp')));
+  record(
+    'fork',
+    await notax(g, [GUEST_NOTAX, 'fork', String(o.forkHoldMib), String(o.forks), reps]),
+  );
+
+  // The first plug of a boot runs code TCG has not translated yet: plugged, not recorded.
+  for (let i = 0; i <= o.plugs; i++) {
+    const { ms } = await plug(g, GiB, 'stock', 1);
+    if (i > 0) push({ kernel, boot, metric: 'plug', value: ms });
+    await g.vm.virtioMem.resize(0, { timeoutMs: 120_000 });
+  }
+  await untilUnplugged(g);
+  if (kernel === 'stock') return;
+
+  await plug(g, GiB, 'hotmem', GiB / BLOCK);
+  const bound = (argv: string[]) => [
+    GUEST_HOTMEM_EXEC,
+    '--partition',
+    String(PARTITION),
+    '--',
+    ...argv,
+  ];
+  for (const page of ['4k', 'thp'] as const) {
+    const runs = [
+      { metric: `partition-fault-${page}-unbound` as const, argv: fault(page) },
+      { metric: `partition-fault-${page}-bound` as const, argv: bound(fault(page)) },
+    ];
+    // Which goes first alternates from boot to boot.
+    for (const r of boot % 2 ? runs.reverse() : runs) record(r.metric, await notax(g, r.argv));
+  }
+}
+
+function positive(name: string, text: string, max: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw new Error(`--${name}: '${text}' is not 1..${max}`);
+  return n;
+}
+
+/** What a THP run's huge-page share says, if it was not all huge pages. */
+function thpNotes(samples: Sample[]): string[] {
+  const notes: string[] = [];
+  for (const kernel of ['stock', 'patched'] as const)
+    for (const metric of [...new Set(samples.map((s) => s.metric))]) {
+      const shares = samples
+        .filter((s) => s.kernel === kernel && s.metric === metric && s.thpShare !== undefined)
+        .map((s) => s.thpShare as number);
+      if (shares.length && Math.min(...shares) < 1)
+        notes.push(
+          `${kernel} ${metric}: huge pages backed ${(100 * Math.min(...shares)).toFixed(0)}–${(100 * Math.max(...shares)).toFixed(0)}% of the region`,
+        );
+    }
+  return notes;
+}
+
+/** One sentence per targeted metric: met, missed, or what the noise allows to say. */
+function targetLines(rows: MetricRow[]): string[] {
+  return rows
+    .filter((r) => r.targeted)
+    .map((r) => {
+      const [low, high] = r.comparison.ratioInterval ?? [Number.NaN, Number.NaN];
+      const width = ((high - low) / 2) * 100;
+      const noise =
+        width > 3 ? `; the interval is ±${width.toFixed(1)}%, wider than the 3% target` : '';
+      return `${r.label}: patched/stock ${r.comparison.ratio.toFixed(3)} [${low.toFixed(3)}–${high.toFixed(3)}]: ${r.verdict}${noise}`;
+    });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      boots: { type: 'string', default: '6' },
+      reps: { type: 'string', default: '8' },
+      plugs: { type: 'string', default: '8' },
+      'fault-mib': { type: 'string', default: '256' },
+      'fork-hold-mib': { type: 'string', default: '64' },
+      forks: { type: 'string', default: '100' },
+      report: { type: 'string' },
+    },
+  });
+  const o: Options = {
+    boots: positive('boots', values.boots, 50),
+    reps: positive('reps', values.reps, 100),
+    plugs: positive('plugs', values.plugs, 100),
+    faultMib: positive('fault-mib', values['fault-mib'], 512),
+    forkHoldMib: positive('fork-hold-mib', values['fork-hold-mib'], 512),
+    forks: positive('forks', values.forks, 100_000),
+  };
+  if (!hasPatches(HOTMEM_SERIES)) throw new Error(`no patches in ${HOTMEM_SERIES}`);
+  const stockUnavailable = extraKernelUnavailable('stock');
+  if (stockUnavailable) throw new Error(stockUnavailable);
+
+  const started = Date.now();
+  const kernels: Record<Kernel, string> = {
+    patched: await buildHotMemKernel(),
+    stock: await buildKernel(),
+  };
+  const built = { stock: buildMemory(kernels.stock), patched: buildMemory(kernels.patched) };
+  const booted: Partial<Record<Kernel, Omit<MemoryCost, 'zoneBytes' | 'nodeBytes'>>> = {};
+  const samples: Sample[] = [];
+  let accel = '';
+  let failure: unknown;
+  try {
+    for (let boot = 0; boot < o.boots; boot++) {
+      // Every other pair the patched kernel boots first.
+      for (const kernel of boot % 2
+        ? (['patched', 'stock'] as const)
+        : (['stock', 'patched'] as const)) {
+        const t0 = Date.now();
+        const g = await plugGuest(
+          await bootGuest(kernels[kernel], {
+            hotplugRegion: 2 * GiB,
+            log: (l) => console.error(l),
+          }),
+        );
+        accel = g.vm.accel;
+        const before = samples.length;
+        try {
+          booted[kernel] ??= {
+            zones: zoneNames(await g.guest.read('/proc/zoneinfo')).filter((z) => z.startsWith('0 '))
+              .length,
+            bootMemory: parseBootMemory(g.vm.consoleLog),
+            memTotal: (await meminfo(g.guest)).MemTotal,
+          };
+          await measureBoot(g, kernel, boot, o, (s) => samples.push(s));
+        } finally {
+          await g.stop();
+        }
+        const problems = g.vm.kernelProblems();
+        if (problems.length) throw new Error(`${kernel} boot ${boot}: ${problems.join('\n')}`);
+        console.error(
+          `${kernel} boot ${boot}: ${samples.length - before} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+        );
+      }
+    }
+  } catch (err) {
+    // Keep what was measured: the figures so far are printed and written, then the run fails.
+    failure = err;
+  }
+
+  const memory: Partial<Record<Kernel, MemoryCost>> = {};
+  for (const k of ['stock', 'patched'] as const)
+    if (booted[k])
+      memory[k] = { ...booted[k], zoneBytes: built[k].zoneBytes, nodeBytes: built[k].nodeBytes };
+  const kRows = kernelRows(samples);
+  const bRows = bindingRows(samples);
+  const minutes = (Date.now() - started) / 60_000;
+  console.log(
+    `notax: ${o.boots} boots per kernel (${accel}), ${o.reps} repetitions per boot, ${o.plugs} plugs per boot; ` +
+      `faults over ${o.faultMib} MiB, fork+exit x${o.forks} holding ${o.forkHoldMib} MiB; ${minutes.toFixed(1)} min`,
+  );
+  console.log(`\n${metricTable(kRows, 'stock', 'patched')}`);
+  if (bRows.length)
+    console.log(
+      `\npatched kernel, 1 GiB in partition ${PARTITION}:\n${metricTable(bRows, 'unbound', 'bound')}`,
+    );
+  if (memory.stock && memory.patched) {
+    console.log(`\n${memoryTable(memory.stock, memory.patched)}`);
+    const perNode = (memory.patched.nodeBytes ?? 0) - (memory.stock.nodeBytes ?? 0);
+    console.log(
+      `\nper node, the ${memory.patched.zones - memory.stock.zones} partition zones cost ${perNode} bytes of pg_data_t ` +
+        `(${(perNode / 1024).toFixed(1)} KiB); contig_page_data in vmlinux: ${built.stock.contigPageDataBytes ?? 'n/a'} -> ${built.patched.contigPageDataBytes ?? 'n/a'} bytes`,
+    );
+  }
+  const notes = [...targetLines(kRows), ...thpNotes(samples)];
+  if (notes.length) console.log(`\n${notes.join('\n')}`);
+
+  if (values.report) {
+    const meta = {
+      date: new Date().toISOString(),
+      accel,
+      hostCpus: cpus().length,
+      hostCpu: cpus()[0]?.model,
+      kernels,
+      options: o,
+      minutes,
+    };
+    writeFileSync(
+      values.report,
+      `${JSON.stringify({ meta, kernelRows: kRows, bindingRows: bRows, memory, built, samples }, null, 2)}\n`,
+    );
+    console.log(`\nreport: ${values.report}`);
+  }
+  if (failure) throw failure;
+}
+
+main().catch((err: unknown) => {
+  console.error(`notax: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});
