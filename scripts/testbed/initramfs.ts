@@ -105,11 +105,31 @@ function nodeBinary(): string {
   });
 }
 
-/** A static binary of one of the test bed's guest programs in C. */
+/** The project's uapi headers (kernel-patches/uapi): guest programs include linux/hotmem.h. */
+const UAPI_HEADER = 'kernel-patches/uapi/linux/hotmem.h';
+
+/**
+ * A static binary of one of the test bed's guest programs in C, compiled against the
+ * repository's uapi header (so a program follows the series' ABI; the cache key covers it).
+ */
 export function guestBinary(name: string): string {
-  const source = join(projectRoot(), `scripts/testbed/guest/${name}.c`);
-  return cached(name, sha(readFileSync(source)), (out) => {
-    execFileSync('cc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', out, source]);
+  const root = projectRoot();
+  const source = join(root, `scripts/testbed/guest/${name}.c`);
+  const key = sha(readFileSync(source), readFileSync(join(root, UAPI_HEADER)));
+  return cached(name, key, (out) => {
+    execFileSync('cc', [
+      '-static',
+      '-O2',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      '-pthread',
+      '-isystem',
+      join(root, 'kernel-patches/uapi'),
+      '-o',
+      out,
+      source,
+    ]);
   });
 }
 
