@@ -7,11 +7,13 @@
 // pgmigrate_success), no binding may be lost, the device must give all its memory back, and the
 // console must show no kernel warning, BUG, KASAN or lockdep report.
 //
-// HOTMEM_RACE_CYCLES (default 300) and HOTMEM_RACE_SECONDS (the guest's time budget for the
-// cycles, default 360) size the run; HOTMEM_RACE_SERIES boots another series directory (a copy
-// of an earlier revision, say) instead of kernel-patches/v6.12; HOTMEM_RACE_OUT is where the
-// console, the program's output and every kernel report are saved (test-results/race-stress).
-import { mkdirSync, writeFileSync } from 'node:fs';
+// HOTMEM_RACE_CYCLES (default 400, about 290 s on the 2-core TCG test bed) and
+// HOTMEM_RACE_SECONDS (the guest's time budget for them, default 420) size the run;
+// HOTMEM_RACE_SERIES boots another series directory (a copy of an earlier revision, say) instead
+// of kernel-patches/v6.12; HOTMEM_RACE_OUT is where the console, the program's output and every
+// kernel report are saved (test-results/race-stress). Series v4 is skipped, with the reason,
+// unless HOTMEM_RACE_V4=1.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestBinary } from '../../scripts/testbed/initramfs.js';
@@ -28,8 +30,8 @@ import {
 import { GiB, MiB } from '../../scripts/testbed/vm.js';
 
 const GUEST_RACESTRESS = '/usr/bin/racestress';
-const CYCLES = Number(process.env.HOTMEM_RACE_CYCLES ?? 300);
-const SECONDS = Number(process.env.HOTMEM_RACE_SECONDS ?? 360);
+const CYCLES = Number(process.env.HOTMEM_RACE_CYCLES ?? 400);
+const SECONDS = Number(process.env.HOTMEM_RACE_SECONDS ?? 420);
 const OUT = resolve(process.env.HOTMEM_RACE_OUT ?? join(projectRoot(), 'test-results/race-stress'));
 const REGION = 2 * GiB;
 const MEMORY_BLOCK = 128 * MiB;
@@ -40,33 +42,53 @@ const SIZES = Array.from({ length: 11 }, (_, i) => (i + 2) * MEMORY_BLOCK);
 const REPORT_START =
   /(WARNING:|BUG:|Oops|Kernel panic|KASAN|possible circular locking|INFO: task|Call Trace|inconsistent lock state|possible recursive locking|suspicious RCU usage|sleeping function called from invalid context)/;
 
+/** HOTMEM_ABI_VERSION of the uapi header a series directory's patches add. */
+function seriesAbiVersion(series: string): number | undefined {
+  const header = join(series, '..', 'uapi/linux/hotmem.h');
+  if (!existsSync(header)) return undefined;
+  const m = /^#define HOTMEM_ABI_VERSION\s+(\d+)/m.exec(readFileSync(header, 'utf8'));
+  return m?.[1] ? Number(m[1]) : undefined;
+}
+
+/**
+ * Series v4 (ABI 1) fails this suite: a bind that lands while the target execs binds the mm the
+ * exec is about to drop, returns 0 and leaves the process unbound (v5 reworks bind against exec
+ * and fork). Its findings are in the report of the branch that added this suite; it runs on v4
+ * only when asked to.
+ */
+function knownFailure(series: string, env: NodeJS.ProcessEnv): string | undefined {
+  const abi = seriesAbiVersion(series);
+  if (abi === undefined || abi >= 2 || env.HOTMEM_RACE_V4 === '1') return undefined;
+  return `series with HOTMEM_ABI_VERSION ${abi} (v4) lose binds that race exec (HOTMEM_IOC_BIND returns 0, the process is left unbound); HOTMEM_RACE_V4=1 runs it anyway`;
+}
+
 function raceKernel(env: NodeJS.ProcessEnv = process.env): HotMemKernel {
   const debug = hotMemKernels(env).find((k) => k.debug && k.name.startsWith('patched 6.12'));
   if (!debug) throw new Error('hotMemKernels() has no 6.12 debug kernel');
-  const series = env.HOTMEM_RACE_SERIES;
-  if (!series) return debug;
+  const series = env.HOTMEM_RACE_SERIES ? resolve(env.HOTMEM_RACE_SERIES) : debug.series;
+  const unavailable = hasPatches(series)
+    ? knownFailure(series, env)
+    : `HOTMEM_RACE_SERIES=${series} holds no patches`;
   return {
     ...debug,
-    name: `${debug.name} (series ${series})`,
-    series: resolve(series),
-    unavailable: hasPatches(resolve(series))
-      ? undefined
-      : `HOTMEM_RACE_SERIES=${series} holds no patches`,
+    name: env.HOTMEM_RACE_SERIES ? `${debug.name} (series ${series})` : debug.name,
+    series,
+    unavailable: debug.unavailable ?? unavailable,
   };
 }
 
 /**
- * Each kernel report in the console: from its first line to the end of its trace (or 80 lines),
- * with the 5 lines before it.
+ * Each kernel report in the console: from its first line to the end of its trace (or 200
+ * lines), with the 5 lines before it. A lockdep report's chains run to 100 lines and more.
  */
 export function kernelReports(console: string): string[] {
   const lines = console.split('\n');
   const reports: string[] = [];
   for (let i = 0; i < lines.length; i++) {
     if (!REPORT_START.test(lines[i] ?? '')) continue;
-    let end = Math.min(lines.length, i + 80);
+    let end = Math.min(lines.length, i + 200);
     for (let j = i + 1; j < end; j++) {
-      if (/---\[ end trace|^={10,}$/.test((lines[j] ?? '').trim())) {
+      if (/---\[ end trace|<\/TASK>|^\[[\s\d.]+\] ={10,}$/.test((lines[j] ?? '').trim())) {
         end = j + 1;
         break;
       }
