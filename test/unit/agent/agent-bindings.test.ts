@@ -5,9 +5,8 @@ import { once } from 'node:events';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, expect, it } from 'vitest';
-import type { ProcessBinder } from '../../../lib/agent/bindings.js';
 import { AgentRequestError } from '../../../lib/agent/client.js';
-import { FakePartitionManager } from './fake-partition-manager.js';
+import { FakePartitionManager, liveProcessBinder } from './fake-partition-manager.js';
 import { type Harness, makeTempTree, startHarness } from './harness.js';
 
 const MiB = 2 ** 20;
@@ -20,29 +19,6 @@ afterEach(async () => {
   harness = undefined;
 });
 
-/** Binds by telling the fake kernel; pidfd_open fails with ESRCH for a pid with no process. */
-function fakeBinder(fake: FakePartitionManager): ProcessBinder & { open: Set<number> } {
-  const open = new Set<number>();
-  return {
-    open,
-    pidfdOpen(pid) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        throw Object.assign(new Error(`pidfd_open ${pid}: ESRCH`), { code: 'ESRCH' });
-      }
-      open.add(pid);
-      return pid;
-    },
-    async bind(_pidfd, partition) {
-      fake.bind(partition);
-    },
-    closeFd(fd) {
-      open.delete(fd);
-    },
-  };
-}
-
 function sleeper(): ChildProcess & { pid: number } {
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });
   children.push(child);
@@ -51,7 +27,7 @@ function sleeper(): ChildProcess & { pid: number } {
 
 async function start(options: { releaseTimeoutMs?: number } = {}) {
   const fake = new FakePartitionManager(2);
-  const binder = fakeBinder(fake);
+  const binder = liveProcessBinder(fake);
   harness = await startHarness({
     partitions: fake,
     bindings: { binder, releaseTimeoutMs: options.releaseTimeoutMs ?? 2_000 },
@@ -203,7 +179,7 @@ it('answers HOTMEM_UNAVAILABLE without HotMem, and 404 to a release', async () =
 it('adopts recorded bindings after a restart: a bound one is watched, a released one is done', async () => {
   const tree = await makeTempTree();
   const fake = new FakePartitionManager(2);
-  const binder = fakeBinder(fake);
+  const binder = liveProcessBinder(fake);
   const first = await startHarness({ tree, partitions: fake, bindings: { binder } });
   const still = sleeper();
   const exited = sleeper();

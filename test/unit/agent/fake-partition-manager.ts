@@ -5,6 +5,7 @@
 // unplug().
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ProcessBinder } from '../../../lib/agent/bindings.js';
 import { HotMemError } from '../../../lib/errors.js';
 import type { PartitionInfo, ReclaimReport } from '../../../lib/hotmem-device.js';
 import type {
@@ -148,5 +149,33 @@ function emptyPartition(id: number): PartitionInfo {
     boundMms: 0,
     spilledPages: 0,
     oomKills: 0,
+  };
+}
+
+/**
+ * A binder for agent tests that binds by telling `fake`, the kernel here: pidfd_open fails with
+ * ESRCH for a pid with no process, and `open` holds the pidfds not closed yet.
+ */
+export function liveProcessBinder(
+  fake: FakePartitionManager,
+): ProcessBinder & { open: Set<number> } {
+  const open = new Set<number>();
+  return {
+    open,
+    pidfdOpen(pid) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        throw Object.assign(new Error(`pidfd_open ${pid}: ESRCH`), { code: 'ESRCH' });
+      }
+      open.add(pid);
+      return pid;
+    },
+    async bind(_pidfd, partition) {
+      fake.bind(partition);
+    },
+    closeFd(fd) {
+      open.delete(fd);
+    },
   };
 }

@@ -7,14 +7,13 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
-import type { ProcessBinder } from '../../../lib/agent/bindings.js';
 import {
   type IfUnavailable,
   MEMORY_ANNOTATION,
   type OciHookStage,
   runOciHook,
 } from '../../../lib/oci-hook.js';
-import { FakePartitionManager } from './fake-partition-manager.js';
+import { FakePartitionManager, liveProcessBinder } from './fake-partition-manager.js';
 import { type Harness, startHarness } from './harness.js';
 
 const MiB = 2 ** 20;
@@ -28,28 +27,11 @@ afterEach(async () => {
   harness = undefined;
 });
 
-function liveBinder(fake: FakePartitionManager): ProcessBinder {
-  return {
-    pidfdOpen(pid) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        throw Object.assign(new Error(`pidfd_open ${pid}: ESRCH`), { code: 'ESRCH' });
-      }
-      return pid;
-    },
-    async bind(_pidfd, partition) {
-      fake.bind(partition);
-    },
-    closeFd() {},
-  };
-}
-
 async function start(options: { hotmem?: boolean } = {}) {
   const fake = new FakePartitionManager(2);
   harness = await startHarness({
     ...(options.hotmem !== false && { partitions: fake }),
-    bindings: { binder: liveBinder(fake), releaseTimeoutMs: 2_000 },
+    bindings: { binder: liveProcessBinder(fake), releaseTimeoutMs: 2_000 },
   });
   return { fake, harness };
 }
