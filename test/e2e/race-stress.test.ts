@@ -8,7 +8,8 @@
 // console must show no kernel warning, BUG, KASAN or lockdep report.
 //
 // HOTMEM_RACE_CYCLES (default 400, about 290 s on the 2-core TCG test bed) and
-// HOTMEM_RACE_SECONDS (the guest's time budget for them, default 420) size the run;
+// HOTMEM_RACE_SECONDS (the guest's time budget for them, default 420) size the run, and
+// HOTMEM_RACE_EXHAUST_EVERY (default the program's, 100) how often a cycle exhausts its partition;
 // HOTMEM_RACE=1 runs it where it is known to fail (v4, and v5 for now; see knownFailure());
 // HOTMEM_RACE_SERIES boots another series directory (a copy of an earlier revision, say) instead
 // of kernel-patches/v6.12; HOTMEM_RACE_OUT is where the console, the program's output and every
@@ -33,6 +34,7 @@ import { GiB, MiB } from '../../scripts/testbed/vm.js';
 const GUEST_RACESTRESS = '/usr/bin/racestress';
 const CYCLES = Number(process.env.HOTMEM_RACE_CYCLES ?? 400);
 const SECONDS = Number(process.env.HOTMEM_RACE_SECONDS ?? 420);
+const EXHAUST_EVERY = process.env.HOTMEM_RACE_EXHAUST_EVERY;
 const OUT = resolve(process.env.HOTMEM_RACE_OUT ?? join(projectRoot(), 'test-results/race-stress'));
 const REGION = 2 * GiB;
 const MEMORY_BLOCK = 128 * MiB;
@@ -201,6 +203,7 @@ describe.skipIf(kernel.unavailable !== undefined)(
           String(CYCLES),
           '--seconds',
           String(SECONDS),
+          ...(EXHAUST_EVERY ? ['--exhaust-every', EXHAUST_EVERY] : []),
           '--wait-signal',
         ]);
         // The program says on the kernel log when its cycles are over (or that it ended):

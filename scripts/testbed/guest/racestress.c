@@ -420,6 +420,40 @@ static void drain_markers(int fd, struct markers *m)
 	}
 }
 
+/*
+ * A worker past its deadline: print where each of its threads is (state and kernel
+ * stack) and ask the kernel for every blocked task's stack (sysrq w, debug build), so
+ * the log says why it is stuck.
+ */
+static void dump_stuck(pid_t pid)
+{
+	char path[320], buf[4096];
+	struct dirent *d;
+	DIR *tasks;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	tasks = opendir(path);
+	while (tasks && (d = readdir(tasks))) {
+		char *state;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, d->d_name);
+		if (read_file(path, buf, sizeof(buf)))
+			continue;
+		state = strrchr(buf, ')');
+		say("stuck thread %s: state %c", d->d_name, state && state[1] ? state[2] : '?');
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stack", (int)pid, d->d_name);
+		if (read_file(path, buf, sizeof(buf)))
+			continue;
+		for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+			say("  %s", line);
+	}
+	if (tasks)
+		closedir(tasks);
+	write_file("/proc/sysrq-trigger", "w");
+}
+
 /* waitpid with a deadline; SIGKILLs the worker when it passes */
 static int reap(pid_t pid, uint64_t deadline_ms, const char *who, unsigned long cycle)
 {
@@ -436,6 +470,7 @@ static int reap(pid_t pid, uint64_t deadline_ms, const char *who, unsigned long 
 			INC(workers_killed_at_deadline);
 			fail("cycle %lu: %s %d still running after %d s, killed", cycle, who, (int)pid,
 			     WORKER_DEADLINE_S);
+			dump_stuck(pid);
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
 			return status;
