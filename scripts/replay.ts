@@ -3,7 +3,7 @@
 // function instances. Writes the runs' records (JSON), a Markdown report and plots.
 //
 //   tsx scripts/replay.ts [--shape bursty|steady] [--seed N] [--functions N] [--minutes N]
-//                         [--compression N] [--budget SIZE] [--keep-alive MS]
+//                         [--compression N] [--budget SIZE] [--keep-alive MS] [--evict-idle yes|no]
 //                         [--modes stock,hotmem,hotmem-kept] [--function native|node] [--out DIR]
 //                         [--kernel BZIMAGE]
 //   tsx scripts/replay.ts --report RESULTS.json   (redraws the report and plots of a saved run)
@@ -29,6 +29,7 @@ const optionsSchema = z
     compression: z.coerce.number().positive(),
     budget: z.string().transform((text) => parseSize(text, '--budget')),
     'keep-alive': z.coerce.number().int().min(0),
+    'evict-idle': z.enum(['yes', 'no']).transform((answer) => answer === 'yes'),
     modes: z
       .string()
       .transform((text) => text.split(','))
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
       compression: { type: 'string', default: '10' },
       budget: { type: 'string', default: '1G' },
       'keep-alive': { type: 'string', default: '3000' },
+      'evict-idle': { type: 'string', default: 'yes' },
       modes: { type: 'string', default: 'stock,hotmem' },
       function: { type: 'string', default: 'native' },
       out: { type: 'string', default: join(projectRoot(), 'replay-results') },
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
           controller: {
             budgetBytes: o.budget,
             keepAliveMs: o['keep-alive'],
+            evictIdle: o['evict-idle'],
             reclaimTimeoutMs: 30_000,
             resizeTimeoutMs: 120_000,
             plugTimeoutMs: 120_000,

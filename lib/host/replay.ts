@@ -11,6 +11,8 @@ export interface ReplaySummary {
   invocations: number;
   failed: number;
   coldStarts: number;
+  /** Idle instances scaled down before their keep-alive expired, for a queued invocation. */
+  evictions: number;
   /** Milliseconds, over invocations that completed without error. */
   latencyMs: Percentiles;
   queueWaitMs: Percentiles;
@@ -59,6 +61,7 @@ export function summarize(metrics: ControllerMetrics, endMs: number): ReplaySumm
     invocations: metrics.invocations.length,
     failed: metrics.invocations.length - completed.length,
     coldStarts: metrics.invocations.filter((i) => i.start === 'cold' && i.error === null).length,
+    evictions: metrics.scaleDowns.filter((s) => s.reason === 'evicted').length,
     latencyMs: percentiles(completed.map((i) => i.completionMs - i.arrivalMs)),
     queueWaitMs: percentiles(completed.map((i) => i.queueWaitMs)),
     reclaimMs: reclaims.length > 0 ? percentiles(reclaims) : null,

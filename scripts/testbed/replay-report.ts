@@ -1,6 +1,7 @@
 // The report of a replay: per mode throughput, latency percentiles with and without queueing,
-// cold starts, reclaim and unplug latency, pages migrated and memory-time; HotMem/stock ratios
-// with bootstrap intervals over the invocations of the one run; and the series the plots draw.
+// cold starts, evictions, reclaim and unplug latency, pages migrated and memory-time;
+// HotMem/stock ratios with bootstrap intervals over the invocations of the one run; and the
+// series the plots draw.
 import type { InvocationRecord } from '../../lib/host/controller/controller.js';
 import { memoryArea, percentile } from '../../lib/host/replay.js';
 import type { InvocationCount, MemoryPoint } from './charts.js';
@@ -18,6 +19,8 @@ export interface ModeFigures {
   invocations: number;
   failed: number;
   coldStarts: number;
+  /** Idle instances scaled down early for a queued invocation. */
+  evictions: number;
   /** Of cold invocations: plug + agent start, and the plug wait within it. */
   coldStartMs: { p50: number; p90: number };
   plugWaitMs: { p50: number; p90: number };
@@ -63,6 +66,9 @@ export function modeFigures(run: ModeRun): ModeFigures {
     invocations: run.metrics.invocations.length,
     failed: run.metrics.invocations.length - done.length,
     coldStarts: cold.length,
+    // From the records, not the summary: runs saved before eviction existed have no count there
+    // (nor a reason on their scale-downs, which were never evictions).
+    evictions: run.metrics.scaleDowns.filter((s) => s.reason === 'evicted').length,
     coldStartMs: two(cold.map((i) => i.coldStartMs)),
     plugWaitMs: two(cold.map((i) => i.plugWaitMs)),
     throughputPerS: spanMs > 0 ? done.length / (spanMs / 1000) : Number.NaN,
@@ -105,7 +111,7 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
   const figures = runs.map(modeFigures);
   const rows = figures.map(
     (f) =>
-      `| ${f.mode} | ${f.invocations} | ${f.failed} | ${f.coldStarts} | ` +
+      `| ${f.mode} | ${f.invocations} | ${f.failed} | ${f.coldStarts} | ${f.evictions} | ` +
       `${fixed(f.coldStartMs.p50)} / ${fixed(f.coldStartMs.p90)} | ${fixed(f.plugWaitMs.p50)} / ${fixed(f.plugWaitMs.p90)} | ` +
       `${fixed(f.throughputPerS, 2)} | ` +
       `${fixed(f.latencyMs.p50)} / ${fixed(f.latencyMs.p99)} / ${fixed(f.latencyMs.p999)} | ` +
@@ -114,8 +120,8 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
       `${f.pagesMigrated} | ${fixed(f.meanPluggedMiB)} / ${fixed(f.meanUsedMiB)} | ${f.stranded} |`,
   );
   const lines = [
-    '| mode | invocations | failed | cold | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | pages migrated | mean plugged / used MiB | stranded |',
-    '| --- | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
+    '| mode | invocations | failed | cold | evicted | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | pages migrated | mean plugged / used MiB | stranded |',
+    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
     ...rows,
   ];
   const stock = runs.find((r) => r.mode === 'stock');

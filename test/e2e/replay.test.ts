@@ -1,8 +1,8 @@
 // A short bursty trace replayed end to end in a real guest on the patched 6.12 kernel, in stock
 // mode and then in HotMem mode on the same booted VM, same trace, same budget: the host
 // controller plugs memory over QMP, the agent starts function instances and relays every
-// invocation to them, keep-alive expiry scales them down. Every invocation must be answered,
-// the device must end at its floor, and HotMem's reclaims must migrate no page.
+// invocation to them, keep-alive expiry or eviction scales them down. Every invocation must be
+// answered, the device must end at its floor, and HotMem's reclaims must migrate no page.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReplaySummary } from '../../lib/host/replay.js';
 import { generateTrace } from '../../lib/host/trace/generate.js';

@@ -2,9 +2,10 @@
  * The host side of an N:1 FaaS runtime: one VM, many function instances packed into it.
  *
  * The controller owns the warm pool (instances per function, each kept alive `keepAliveMs` after
- * its last invocation) and the memory budget (hot-plugged bytes it may ask the VMM for). It
- * talks to the VMM through a HotplugMemory driver (via MemoryReconciler), to the in-guest agent
- * through AgentApi and to instances through Invoker. docs/controller.md states the policy.
+ * its last invocation, or evicted sooner when a queued invocation needs its memory) and the memory
+ * budget (hot-plugged bytes it may ask the VMM for). It talks to the VMM through a HotplugMemory
+ * driver (via MemoryReconciler), to the in-guest agent through AgentApi and to instances through
+ * Invoker. docs/controller.md states the policy.
  *
  * Modes, facing identical traffic:
  * - hotmem: each instance is bound to a partition; on scale-down the controller stops the
@@ -54,6 +55,12 @@ export const controllerConfigSchema = z
      * later scale-ups reuse the memory without a plug; the budget still caps the plugged size.
      */
     giveBackMemory: z.boolean().default(true),
+    /**
+     * true: when the queue's oldest invocation waits for memory, idle instances are scaled down
+     * before their keep-alive expires, least recently used first, as far as that makes room.
+     * false: only keep-alive expiry frees memory.
+     */
+    evictIdle: z.boolean().default(true),
   })
   .strict()
   .superRefine((config, context) => {
@@ -106,6 +113,11 @@ export interface ScaleDownRecord {
   instanceId: string;
   functionName: string;
   bytes: number;
+  /**
+   * keep-alive: idle for keepAliveMs. evicted: idle, its memory needed by the queue. exited: the
+   * instance exited on its own. closing: close() scales every instance down.
+   */
+  reason: 'keep-alive' | 'evicted' | 'exited' | 'closing';
   startedMs: number;
   /** Stop request until the agent answered that the instance exited. */
   stopMs: number | null;
@@ -158,7 +170,11 @@ interface Instance {
   bytes: number;
   partition: number | null;
   state: InstanceState;
+  /** When it last became idle: eviction takes the least recently used first. */
+  idleSinceMs: number;
   cancelKeepAlive: (() => void) | undefined;
+  /** Once its scale-down began. */
+  scaleDown: ScaleDownRecord | undefined;
   /** The agent reported it exited without being asked: it leaves the pool. */
   exitedOnItsOwn: boolean;
 }
@@ -287,6 +303,7 @@ export class Controller {
         !(this.#queue.length === 0 && this.#scaleUp(pending))
       ) {
         this.#queue.push(pending);
+        this.#evictForQueueHead();
       }
     });
     return this.#track(done);
@@ -300,7 +317,7 @@ export class Controller {
     this.#closing = true;
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
     for (const instance of this.#instances) {
-      if (instance.state === 'idle') this.#track(this.#scaleDown(instance));
+      if (instance.state === 'idle') this.#track(this.#scaleDown(instance, 'closing'));
     }
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
     // Not awaited: a generator waiting for its next event would hold close() until one comes.
@@ -356,7 +373,9 @@ export class Controller {
       bytes: pending.bytes,
       partition: null,
       state: 'starting',
+      idleSinceMs: this.#clock.now(),
       cancelKeepAlive: undefined,
+      scaleDown: undefined,
       exitedOnItsOwn: false,
     };
     this.#instances.add(instance);
@@ -461,13 +480,17 @@ export class Controller {
     pending.resolve(record);
   }
 
-  /** The oldest queued invocation of this function takes the instance; else keep-alive runs. */
+  /**
+   * The oldest queued invocation of this function takes the instance; else keep-alive runs, and
+   * the instance may be evicted for the queue's head.
+   */
   #becameIdle(instance: Instance): void {
     if (instance.exitedOnItsOwn) {
-      this.#track(this.#scaleDown(instance));
+      this.#track(this.#scaleDown(instance, 'exited'));
       return;
     }
     instance.state = 'idle';
+    instance.idleSinceMs = this.#clock.now();
     const index = this.#queue.findIndex(
       (pending) =>
         pending.invocation.functionName === instance.functionName &&
@@ -479,29 +502,83 @@ export class Controller {
       return;
     }
     if (this.#closing) {
-      this.#track(this.#scaleDown(instance));
+      this.#track(this.#scaleDown(instance, 'closing'));
       return;
     }
     instance.cancelKeepAlive = this.#clock.setTimeout(() => {
       instance.cancelKeepAlive = undefined;
-      if (instance.state === 'idle') this.#track(this.#scaleDown(instance));
+      if (instance.state === 'idle') this.#track(this.#scaleDown(instance, 'keep-alive'));
     }, this.#config.keepAliveMs);
+    this.#evictForQueueHead();
   }
 
-  /** Memory came free: start queued invocations in arrival order while the oldest fits. */
+  /**
+   * Memory came free: start queued invocations in arrival order while the oldest fits; the one
+   * that does not fit may have idle instances evicted for it.
+   */
   #drainQueue(): void {
     for (;;) {
       const head = this.#queue[0];
-      if (!head || !this.#scaleUp(head)) return;
+      if (!head) return;
+      if (!this.#scaleUp(head)) {
+        this.#evictForQueueHead();
+        return;
+      }
       this.#queue.shift();
     }
+  }
+
+  /**
+   * The oldest queued invocation waits for memory: scale idle instances down, least recently used
+   * first, until it fits once they and the scale-downs already under way are done. Nothing is
+   * evicted when all idle memory together would not make room (the head waits for busy instances
+   * to become idle), nor when memory being freed already covers the need (a second trigger for
+   * the same head evicts nothing more).
+   */
+  #evictForQueueHead(): void {
+    const head = this.#queue[0];
+    if (!head || !this.#config.evictIdle) return;
+    let missingBytes =
+      this.heldBytes - this.#bytesBeingFreed() + head.bytes - this.#config.budgetBytes;
+    if (missingBytes <= 0) return;
+    const idle = [...this.#instances]
+      .filter((instance) => instance.state === 'idle')
+      .sort((a, b) => a.idleSinceMs - b.idleSinceMs);
+    const idleBytes = idle.reduce((total, instance) => total + instance.bytes, 0);
+    if (idleBytes < missingBytes) return;
+    for (const instance of idle) {
+      if (missingBytes <= 0) break;
+      missingBytes -= instance.bytes;
+      this.#log.info(
+        {
+          instance: instance.id,
+          function: instance.functionName,
+          idleMs: this.#clock.now() - instance.idleSinceMs,
+          forFunction: head.invocation.functionName,
+        },
+        'evicting idle instance',
+      );
+      this.#track(this.#scaleDown(instance, 'evicted'));
+    }
+  }
+
+  /**
+   * Held memory on its way back: instances whose scale-down is under way and has not stranded,
+   * and unplugs not yet done.
+   */
+  #bytesBeingFreed(): number {
+    let total = this.#unpluggingBytes;
+    for (const instance of this.#instances) {
+      if (instance.scaleDown?.outcome === 'in-progress') total += instance.bytes;
+    }
+    return total;
   }
 
   /**
    * Stop, then (hotmem) wait for the partition's reclaimed event, then unplug. A step that fails
    * leaves the instance's bytes plugged and held against the budget, and the record stranded.
    */
-  async #scaleDown(instance: Instance): Promise<void> {
+  async #scaleDown(instance: Instance, reason: ScaleDownRecord['reason']): Promise<void> {
     instance.cancelKeepAlive?.();
     instance.cancelKeepAlive = undefined;
     instance.state = 'stopping';
@@ -509,6 +586,7 @@ export class Controller {
       instanceId: instance.id,
       functionName: instance.functionName,
       bytes: instance.bytes,
+      reason,
       startedMs: this.#clock.now(),
       stopMs: null,
       reclaimMs: null,
@@ -518,10 +596,13 @@ export class Controller {
       errors: [],
     };
     this.metrics.scaleDowns.push(record);
+    instance.scaleDown = record;
     const strand = (error: unknown) => {
       record.outcome = 'stranded';
       record.errors.push(messageOf(error));
       this.#log.error({ err: error, instance: instance.id }, 'scale-down stranded');
+      // Its memory is no longer on its way back: the queue may need other idle memory instead.
+      this.#evictForQueueHead();
     };
     // Registered before the stop: the agent may reclaim before it answers the stop.
     const reclaimed =
@@ -667,7 +748,7 @@ export class Controller {
       if (instance.id !== id || instance.state === 'stopping') continue;
       this.#log.warn({ instance: id }, 'instance exited on its own');
       instance.exitedOnItsOwn = true;
-      if (instance.state === 'idle') this.#track(this.#scaleDown(instance));
+      if (instance.state === 'idle') this.#track(this.#scaleDown(instance, 'exited'));
     }
   }
 

@@ -77,6 +77,7 @@ describe('Controller scale-up and the warm pool', () => {
     expect(controller.metrics.scaleDowns).toEqual([
       expect.objectContaining({
         instanceId: 'i-1',
+        reason: 'keep-alive',
         outcome: 'unplugged',
         stopMs: 20,
         reclaimMs: 30,
@@ -95,7 +96,10 @@ describe('Controller scale-up and the warm pool', () => {
     const closed = controller.close();
     await vm.clock.advance(200);
     await closed;
-    expect(controller.metrics.scaleDowns[0]?.outcome).toBe('unplugged');
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      reason: 'closing',
+      outcome: 'unplugged',
+    });
     expect(vm.requested).toBe(0);
     expect(vm.clock.pendingTimers).toBe(0);
   });
@@ -127,8 +131,9 @@ describe('Controller memory budget', () => {
     const [ra, rb, rc, rd] = await Promise.all([a, b, c, d]);
     for (const record of [ra, rb, rc, rd]) expect(record.error).toBeNull();
     expect([ra.queueWaitMs, rb.queueWaitMs]).toEqual([0, 0]);
-    // c waited for a's memory to be unplugged: a's run, its keep-alive, stop, reclaim, unplug.
-    expect(rc.queueWaitMs).toBeGreaterThan(1_100);
+    // c waited for a's memory to be unplugged: a's run, then (a evicted for c as soon as it was
+    // idle) its stop, reclaim and unplug.
+    expect(rc.queueWaitMs).toBeGreaterThan(1_000);
     expect(rd.queueWaitMs).toBeGreaterThanOrEqual(rc.queueWaitMs);
     expect(Math.max(...vm.resizes)).toBeLessThanOrEqual(640 * MiB);
     for (const sample of controller.metrics.memory) {
@@ -339,6 +344,7 @@ describe('Controller scale-down ordering and failures', () => {
     await vm.clock.advance(200);
     expect(controller.metrics.scaleDowns[0]).toMatchObject({
       instanceId: 'i-1',
+      reason: 'exited',
       outcome: 'unplugged',
     });
     expect(vm.log.slice(3)).toEqual(['crashed i-1', 'reclaimed p0', 'resize 0M']);
@@ -371,6 +377,197 @@ describe('Controller scale-down ordering and failures', () => {
     expect(record.start).toBe('cold');
     expect(vm.resizes).toEqual([256 * MiB, 0]);
     expect(controller.heldBytes).toBe(0);
+  });
+});
+
+describe('Controller eviction of idle instances when the queue waits for memory', () => {
+  /** Serves each invocation in turn, leaving its instance idle; the first is the least recent. */
+  async function idleInstances(
+    mode: 'hotmem' | 'stock',
+    invocations: Invocation[],
+    config: Partial<ControllerConfigInput> = {},
+    vmOptions: Partial<FakeVmOptions> = {},
+  ) {
+    const context = await setup(
+      mode,
+      { budgetBytes: 512 * MiB, keepAliveMs: 60_000, ...config },
+      vmOptions,
+    );
+    for (const invocation of invocations) {
+      const done = context.controller.submit(invocation);
+      await context.vm.clock.advance(invocation.durationMs + 100);
+      expect((await done).error).toBeNull();
+    }
+    return context;
+  }
+
+  it('evicts the least recently used idle instance of another function; the queued one starts cold', async () => {
+    const { vm, controller } = await idleInstances('hotmem', [
+      call('a', 256, 10),
+      call('b', 256, 10),
+    ]);
+    const waiting = controller.submit(call('c', 256, 10));
+    await vm.clock.advance(500);
+    expect(vm.log.slice(6)).toEqual([
+      'exited i-1',
+      'reclaimed p0',
+      'resize 256M',
+      'resize 512M',
+      'start i-3',
+      'invoke i-3',
+    ]);
+    const record = await waiting;
+    expect(record).toMatchObject({ start: 'cold', error: null });
+    // Stop (20 ms), reclaim (30 ms), unplug (two blocks): not b's 60 s keep-alive.
+    expect(record.queueWaitMs).toBeLessThan(200);
+    expect(controller.metrics.scaleDowns).toEqual([
+      expect.objectContaining({ instanceId: 'i-1', reason: 'evicted', outcome: 'unplugged' }),
+    ]);
+    expect(vm.instances.get('i-2')?.state).toBe('running');
+  });
+
+  it('evicts a too small idle instance of the queued invocation’s own function', async () => {
+    const { vm, controller } = await idleInstances('hotmem', [call('a', 128, 10)], {
+      budgetBytes: 256 * MiB,
+    });
+    const waiting = controller.submit(call('a', 256, 10));
+    await vm.clock.advance(500);
+    expect(controller.metrics.scaleDowns).toEqual([
+      expect.objectContaining({ instanceId: 'i-1', reason: 'evicted', outcome: 'unplugged' }),
+    ]);
+    expect(await waiting).toMatchObject({ start: 'cold', error: null });
+  });
+
+  it('evicts nothing while all idle memory could not make room, then least recent first', async () => {
+    const { vm, controller } = await idleInstances('hotmem', [call('b', 128, 10)]);
+    const busy = controller.submit(call('a', 256, 2_000));
+    await vm.clock.advance(100);
+    // 384 MiB held, 384 needed: b's 128 idle MiB would not make room.
+    const waiting = controller.submit(call('c', 384, 10));
+    await vm.clock.advance(1_000);
+    expect(controller.metrics.scaleDowns).toEqual([]);
+    expect(vm.instances.get('i-1')?.state).toBe('running');
+    // a's invocation returns: a and b together make room; b, idle longer, goes first.
+    await vm.clock.advance(1_500);
+    expect((await busy).error).toBeNull();
+    expect(controller.metrics.scaleDowns.map((s) => [s.instanceId, s.reason])).toEqual([
+      ['i-1', 'evicted'],
+      ['i-2', 'evicted'],
+    ]);
+    expect(await waiting).toMatchObject({ start: 'cold', error: null });
+  });
+
+  it('does not evict twice for one need (memory being freed counts); a new head is a new need', async () => {
+    const { vm, controller } = await idleInstances('hotmem', [
+      call('a', 256, 10),
+      call('b', 256, 10),
+    ]);
+    const c = controller.submit(call('c', 256, 2_000));
+    // A second queued invocation while a stops, and another while a's memory is being unplugged.
+    const d = controller.submit(call('d', 256, 10));
+    await vm.clock.advance(55);
+    expect(vm.log.at(-1)).toBe('resize 256M');
+    expect(vm.plugged).toBe(512 * MiB);
+    const e = controller.submit(call('e', 256, 10));
+    expect(controller.metrics.scaleDowns.map((s) => s.instanceId)).toEqual(['i-1']);
+    // Once c has a's memory, d heads the queue: a new need, met by evicting b (c is busy). Then
+    // e's need is met by d's instance, idle once d returned.
+    await vm.clock.advance(500);
+    expect(controller.metrics.scaleDowns.map((s) => [s.instanceId, s.reason])).toEqual([
+      ['i-1', 'evicted'],
+      ['i-2', 'evicted'],
+      ['i-4', 'evicted'],
+    ]);
+    await vm.clock.advance(2_000);
+    for (const record of await Promise.all([c, d, e])) {
+      expect(record).toMatchObject({ start: 'cold', error: null });
+    }
+  });
+
+  it('never evicts a busy instance: the queued invocation waits until it is idle', async () => {
+    const { vm, controller } = await setup('hotmem', {
+      budgetBytes: 256 * MiB,
+      keepAliveMs: 60_000,
+    });
+    const busy = controller.submit(call('a', 256, 2_000));
+    await vm.clock.advance(100);
+    const waiting = controller.submit(call('b', 256, 10));
+    await vm.clock.advance(1_500);
+    expect(controller.metrics.scaleDowns).toEqual([]);
+    await vm.clock.advance(1_000);
+    const served = await busy;
+    expect(served).toMatchObject({ serviceMs: 2_000, error: null });
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      instanceId: 'i-1',
+      reason: 'evicted',
+      startedMs: served.completionMs,
+    });
+    expect(await waiting).toMatchObject({ start: 'cold', error: null });
+  });
+
+  it('with evictIdle false, waits for the idle instance’s keep-alive to expire', async () => {
+    const { vm, controller } = await idleInstances('hotmem', [call('a', 256, 10)], {
+      budgetBytes: 256 * MiB,
+      keepAliveMs: 1_000,
+      evictIdle: false,
+    });
+    const waiting = controller.submit(call('b', 256, 10));
+    await vm.clock.advance(500);
+    expect(vm.log).not.toContain('exited i-1');
+    await vm.clock.advance(1_000);
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({ reason: 'keep-alive' });
+    const record = await waiting;
+    expect(record).toMatchObject({ start: 'cold', error: null });
+    expect(record.queueWaitMs).toBeGreaterThan(800);
+  });
+
+  for (const [mode, order] of [
+    ['hotmem', ['exited i-1', 'reclaimed p0', 'resize 0M', 'resize 256M', 'start i-2']],
+    ['stock', ['exited i-1', 'resize 0M', 'resize 256M', 'start i-2']],
+  ] as const) {
+    it(`${mode}: an eviction is a scale-down, in the scale-down's order`, async () => {
+      const { vm, controller } = await idleInstances(
+        mode,
+        [call('a', 256, 10)],
+        {
+          budgetBytes: 256 * MiB,
+        },
+        { reclaimDelayMs: 2_000 },
+      );
+      const waiting = controller.submit(call('b', 256, 10));
+      await vm.clock.advance(1_000);
+      // hotmem: the instance exited, its partition not yet reclaimed: nothing unplugged yet.
+      if (mode === 'hotmem') expect(vm.requested).toBe(256 * MiB);
+      await vm.clock.advance(2_000);
+      expect(vm.log.slice(3, 3 + order.length)).toEqual(order);
+      expect(await waiting).toMatchObject({ start: 'cold', error: null });
+      expect(controller.metrics.scaleDowns[0]).toMatchObject({
+        reason: 'evicted',
+        outcome: 'unplugged',
+        reclaimMs: mode === 'hotmem' ? 2_000 : null,
+      });
+    });
+  }
+
+  it('strands an eviction whose stop keeps failing, and evicts the next idle instance instead', async () => {
+    const { vm, controller } = await idleInstances(
+      'hotmem',
+      [call('a', 256, 10), call('b', 256, 10)],
+      {
+        stopAttempts: 3,
+      },
+    );
+    vm.failStops = 3;
+    const waiting = controller.submit(call('c', 256, 10));
+    await vm.clock.advance(1_000);
+    const [stranded, next] = controller.metrics.scaleDowns;
+    expect(stranded).toMatchObject({ instanceId: 'i-1', reason: 'evicted', outcome: 'stranded' });
+    expect(stranded?.errors.at(-1)).toMatch(/stopping i-1 failed 3 times: stop failed/);
+    expect(next).toMatchObject({ instanceId: 'i-2', reason: 'evicted', outcome: 'unplugged' });
+    expect(await waiting).toMatchObject({ start: 'cold', error: null });
+    // a still runs and its memory stays held, as after a failed keep-alive scale-down.
+    expect(vm.instances.get('i-1')?.state).toBe('running');
+    expect(controller.heldBytes).toBe(512 * MiB);
   });
 });
 

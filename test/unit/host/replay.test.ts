@@ -5,14 +5,14 @@ import { replay, summarize } from '../../../lib/host/replay.js';
 import { generateTrace } from '../../../lib/host/trace/generate.js';
 import { FakeVm, GiB, MiB } from './fake-vm.js';
 
-async function run(mode: 'hotmem' | 'stock') {
+async function run(mode: 'hotmem' | 'stock', budgetBytes = 2 * GiB) {
   const vm = new FakeVm({ mode: mode === 'hotmem' ? 'bound' : 'unbound' });
   const controller = new Controller(
     {
       ...vm,
       instanceCommand: (name) => ({ command: ['/usr/bin/node', `/srv/${name}.mjs`] }),
     },
-    { mode, budgetBytes: 2 * GiB, keepAliveMs: 2_000, retryDelayMs: 100 },
+    { mode, budgetBytes, keepAliveMs: 2_000, retryDelayMs: 100 },
   );
   await controller.start();
   const trace = generateTrace({
@@ -39,6 +39,15 @@ describe('replay', () => {
     expect(summary.coldStarts).toBeLessThan(summary.invocations);
     expect(summary.reclaimMs).toMatchObject({ p50: 30, max: 30 }); // the fake's reclaim delay
     expect([vm.requested, vm.plugged]).toEqual([0, 0]);
+  });
+
+  it('evicts idle instances for queued invocations when the budget is tight, and counts them', async () => {
+    const { controller, summary } = await run('hotmem', GiB);
+    expect(summary).toMatchObject({ failed: 0, strandedScaleDowns: 0 });
+    expect(summary.evictions).toBeGreaterThan(0);
+    expect(summary.evictions).toBe(
+      controller.metrics.scaleDowns.filter((s) => s.reason === 'evicted').length,
+    );
   });
 
   it('gives both modes the same traffic; only stock skips the reclaim', async () => {
@@ -71,7 +80,19 @@ describe('summarize', () => {
         completionMs: latency,
         error: null,
       })),
-      scaleDowns: [],
+      scaleDowns: (['evicted', 'keep-alive'] as const).map((reason, i) => ({
+        instanceId: `i-${i}`,
+        functionName: 'f',
+        bytes: 128 * MiB,
+        reason,
+        startedMs: 40,
+        stopMs: 1,
+        reclaimMs: null,
+        unplugMs: 2,
+        completedMs: 43,
+        outcome: 'unplugged',
+        errors: [],
+      })),
       memory: [
         { timeMs: 0, requestedBytes: 0, pluggedBytes: 0, usedBytes: 0 },
         { timeMs: 10, requestedBytes: 100, pluggedBytes: 100, usedBytes: 50 },
@@ -83,6 +104,7 @@ describe('summarize', () => {
     expect(summary.usedByteMs).toBe(50 * 20);
     expect(summary.latencyMs).toEqual({ count: 4, p50: 20, p99: 40, max: 40 });
     expect(summary.coldStarts).toBe(1);
+    expect(summary.evictions).toBe(1);
     expect(summary.reclaimMs).toBeNull();
   });
 });

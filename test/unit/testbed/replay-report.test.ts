@@ -29,6 +29,7 @@ function run(mode: ModeRun['mode'], latencies: number[], unplugMs: number): Mode
         instanceId: 'i-000000000001',
         functionName: 'fn-0000',
         bytes: 128 * MiB,
+        reason: 'keep-alive' as const,
         startedMs: 0,
         stopMs: 1,
         reclaimMs: mode === 'hotmem' ? 2 : null,
@@ -96,7 +97,7 @@ describe('replay report', () => {
     // Spans: stock 5 s + 4 s, hotmem 5 s + 2 s.
     expect(report.markdown).toContain(`- throughput hotmem/stock: ${(9 / 7).toFixed(2)}x`);
     // One cold start each: 100 ms, 60 of them waiting for the plug.
-    expect(report.markdown).toMatch(/\| stock \| 6 \| 0 \| 1 \| 100 \/ 100 \| 60 \/ 60 \|/);
+    expect(report.markdown).toMatch(/\| stock \| 6 \| 0 \| 1 \| 0 \| 100 \/ 100 \| 60 \/ 60 \|/);
     expect(report.latencies.hotmem).toEqual([1000, 1000, 1000, 1000, 1000, 2000]);
     expect(report.memory.filter((m) => m.series === 'stock plugged')).toEqual([
       { timeS: 0, series: 'stock plugged', bytes: 128 * MiB },
@@ -105,5 +106,25 @@ describe('replay report', () => {
     expect(report.invocationsPerSecond.filter((c) => c.series === 'hotmem')).toHaveLength(6);
     // Reclaim (HotMem only) plus unplug, per scale-down.
     expect(report.memoryBackMs).toEqual({ stock: [400], hotmem: [22] });
+  });
+
+  it('counts evictions beside cold starts, and reads runs saved before scale-downs had a reason', () => {
+    const evicting = run('hotmem', [1000, 1000], 20);
+    const [keptAlive] = evicting.metrics.scaleDowns;
+    if (!keptAlive) throw new Error('run() makes one scale-down');
+    evicting.metrics.scaleDowns.push({
+      ...keptAlive,
+      instanceId: 'i-000000000002',
+      reason: 'evicted',
+    });
+    expect(modeFigures(evicting).evictions).toBe(1);
+    expect(replayReport([evicting]).markdown).toMatch(/^\| hotmem \| 2 \| 0 \| 1 \| 1 \| /m);
+    // As read back from a JSON file of an earlier run.
+    const saved = JSON.parse(JSON.stringify(run('stock', [1000], 400))) as ModeRun;
+    for (const scaleDown of saved.metrics.scaleDowns) {
+      delete (scaleDown as Partial<typeof scaleDown>).reason;
+    }
+    expect(modeFigures(saved).evictions).toBe(0);
+    expect(replayReport([saved]).markdown).toMatch(/^\| stock \| 1 \| 0 \| 1 \| 0 \| /m);
   });
 });
