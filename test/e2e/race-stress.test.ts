@@ -57,14 +57,15 @@ function seriesAbiVersion(series: string): number | undefined {
  * Series v4 (ABI 1) fails this suite: a bind that lands while the target execs binds the mm the
  * exec is about to drop, returns 0 and leaves the process unbound (v5 reworks bind against exec
  * and fork). Its findings are in the report of the branch that added this suite; it runs on v4
- * only when asked to, and so does v5 until its exhaustion hang under this stress is understood.
+ * only when asked to, and so does v5 until its deadlock (a drain under mem_hotplug_lock inside
+ * virtio-mem's hotplug_mutex) is fixed.
  */
 function knownFailure(series: string, env: NodeJS.ProcessEnv): string | undefined {
   const abi = seriesAbiVersion(series);
   if (env.HOTMEM_RACE === '1' || abi === undefined) return undefined;
   if (abi < 2)
     return `series with HOTMEM_ABI_VERSION ${abi} (v4) lose binds that race exec (HOTMEM_IOC_BIND returns 0, the process is left unbound); HOTMEM_RACE=1 runs it anyway`;
-  return 'series v5 fails it: in its first run (2026-12-05) the faulter hung at its first exhaustion cycle (cycle 99: no kill after 60 s, and the program never finished), not yet understood; HOTMEM_RACE=1 runs it';
+  return 'series v5 deadlocks under it: virtio-mem holds its hotplug_mutex and waits in hotmem_claim_range() for mem_hotplug_lock, which a reclaim holds while its offline waits for that mutex (v5 cover letter, Known limitations); HOTMEM_RACE=1 runs it';
 }
 
 function raceKernel(env: NodeJS.ProcessEnv = process.env): HotMemKernel {
