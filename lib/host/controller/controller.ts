@@ -771,13 +771,11 @@ export class Controller {
 
   #sample(): void {
     if (!this.#memory) return;
-    let usedBytes = 0;
-    for (const instance of this.#instances) usedBytes += instance.bytes;
     this.metrics.memory.push({
       timeMs: this.#clock.now(),
       requestedBytes: this.#memory.requestedBytes,
       pluggedBytes: this.#memory.pluggedBytes,
-      usedBytes,
+      usedBytes: this.#instanceBytesTotal(),
     });
   }
 
