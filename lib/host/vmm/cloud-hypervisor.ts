@@ -8,7 +8,12 @@
  * guest (docs/vmm.md).
  */
 import { z } from 'zod';
-import { type HotplugMemory, HotplugMemoryError, waitForPluggedSize } from './hotplug-memory.js';
+import {
+  type HotplugMemory,
+  HotplugMemoryError,
+  type ResizeOptions,
+  waitForPluggedSize,
+} from './hotplug-memory.js';
 import {
   type UnixSocketClientOptions,
   unixHttpRequest,
@@ -300,7 +305,7 @@ export class CloudHypervisorHotplugMemory implements HotplugMemory {
   }
 
   /** PUTs the new size, then polls vm.info until the plugged size reaches it. */
-  async resize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
+  async resize(bytes: number, opts: ResizeOptions & { pollMs?: number }): Promise<number> {
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
       throw new HotplugMemoryError(
         'ERR_NOT_BLOCK_MULTIPLE',

@@ -9,7 +9,12 @@
  * is {"fault_message": "..."}.
  */
 import { z } from 'zod';
-import { type HotplugMemory, HotplugMemoryError, waitForPluggedSize } from './hotplug-memory.js';
+import {
+  type HotplugMemory,
+  HotplugMemoryError,
+  type ResizeOptions,
+  waitForPluggedSize,
+} from './hotplug-memory.js';
 import {
   type UnixSocketClientOptions,
   unixHttpRequest,
@@ -197,7 +202,7 @@ export class FirecrackerHotplugMemory implements HotplugMemory {
    * PATCHes the requested size and polls GET until the plugged size equals it. Firecracker accepts
    * the size it already requests, so ERR_SAME_SIZE never comes from here.
    */
-  async resize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
+  async resize(bytes: number, opts: ResizeOptions & { pollMs?: number }): Promise<number> {
     // The API counts MiB and blocks are at least 2 MiB: a size off the MiB grid cannot be sent,
     // and is off the block grid anyway.
     if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes % MiB !== 0) {

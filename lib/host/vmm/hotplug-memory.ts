@@ -17,8 +17,15 @@ export interface HotplugMemory {
   /**
    * Requests `bytes` plugged and resolves, with the milliseconds from the request until then,
    * once the VMM reports that size plugged; rejects with a HotplugMemoryError otherwise.
+   * `signal` ends the wait, never the request: aborted once the VMM has taken the request, resize
+   * rejects with the signal's reason and the request stands (the guest goes on towards it).
    */
-  resize(bytes: number, opts: { timeoutMs: number }): Promise<number>;
+  resize(bytes: number, opts: ResizeOptions): Promise<number>;
+}
+
+export interface ResizeOptions {
+  timeoutMs: number;
+  signal?: AbortSignal;
 }
 
 /** Why a resize failed; the same code whichever VMM refused it. */
@@ -53,20 +60,43 @@ export class HotplugMemoryError extends Error {
 }
 
 /**
+ * Sleeps `ms`, or less when `signal` aborts (the caller then checks it); `wake`, if given, gets a
+ * function that ends the sleep early.
+ */
+export function pollDelay(
+  ms: number,
+  signal: AbortSignal | undefined,
+  wake?: (end: () => void) => void,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const end = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', end);
+      resolve();
+    };
+    const timer = setTimeout(end, ms);
+    signal?.addEventListener('abort', end, { once: true });
+    wake?.(end);
+  });
+}
+
+/**
  * Reads the plugged size until it equals `bytes`; resolves with the moment (performance.now())
  * it was first seen there. Reads come a tenth of the time waited so far apart (at least 1 ms, at
  * most pollMs), so a quick resize is timed closely and a slow one costs the VMM few requests.
+ * An aborted `signal` ends the wait with its reason.
  */
 export async function waitForPluggedSize(
   readSize: () => Promise<number>,
   bytes: number,
-  opts: { timeoutMs: number; pollMs?: number; device: string },
+  opts: ResizeOptions & { pollMs?: number; device: string },
 ): Promise<number> {
   const start = performance.now();
   const deadline = start + opts.timeoutMs;
   const pollMs = opts.pollMs ?? 10;
   let last = await readSize();
   while (last !== bytes) {
+    opts.signal?.throwIfAborted();
     const left = deadline - performance.now();
     if (left <= 0) {
       throw new HotplugMemoryError(
@@ -76,9 +106,7 @@ export async function waitForPluggedSize(
       );
     }
     const waited = performance.now() - start;
-    await new Promise((resolve) =>
-      setTimeout(resolve, Math.min(Math.max(1, waited / 10), pollMs, left)),
-    );
+    await pollDelay(Math.min(Math.max(1, waited / 10), pollMs, left), opts.signal);
     last = await readSize();
   }
   return performance.now();

@@ -3,7 +3,12 @@
 // virtio-mem-pci device that plugs and unplugs guest memory.
 import { EventEmitter, once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { type HotplugMemory, HotplugMemoryError } from './hotplug-memory.js';
+import {
+  type HotplugMemory,
+  HotplugMemoryError,
+  pollDelay,
+  type ResizeOptions,
+} from './hotplug-memory.js';
 
 export interface QmpEvent {
   event: string;
@@ -295,9 +300,10 @@ export class VirtioMemDevice implements HotplugMemory {
    * holds back any that comes within a second of the previous one, so the size is read too,
    * every tenth of the time waited so far (at least 1 ms apart, at most `pollMs`): a resize is
    * timed to about a tenth, or a millisecond, and a long one costs QEMU a read per `pollMs`.
-   * Resolves with the moment (performance.now()) the size was first seen at the target.
+   * Resolves with the moment (performance.now()) the size was first seen at the target; an
+   * aborted `signal` ends the wait with its reason.
    */
-  async waitForSize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
+  async waitForSize(bytes: number, opts: ResizeOptions & { pollMs?: number }): Promise<number> {
     const start = performance.now();
     const deadline = start + opts.timeoutMs;
     const pollMs = opts.pollMs ?? 10;
@@ -311,6 +317,7 @@ export class VirtioMemDevice implements HotplugMemory {
     try {
       let last = await this.size();
       while (last !== bytes && seenAt === undefined) {
+        opts.signal?.throwIfAborted();
         const left = deadline - performance.now();
         if (left <= 0) {
           throw new HotplugMemoryError(
@@ -319,10 +326,9 @@ export class VirtioMemDevice implements HotplugMemory {
             { requestedBytes: bytes, lastSize: last },
           );
         }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          const waited = performance.now() - start;
-          setTimeout(resolve, Math.min(Math.max(1, waited / 10), pollMs, left));
+        const waited = performance.now() - start;
+        await pollDelay(Math.min(Math.max(1, waited / 10), pollMs, left), opts.signal, (end) => {
+          wake = end;
         });
         wake = undefined;
         last = await this.size();
@@ -337,7 +343,7 @@ export class VirtioMemDevice implements HotplugMemory {
    * Requests `bytes` and waits for the guest to get there; returns the milliseconds from the
    * request to the size seen.
    */
-  async resize(bytes: number, opts: { timeoutMs: number; pollMs?: number }): Promise<number> {
+  async resize(bytes: number, opts: ResizeOptions & { pollMs?: number }): Promise<number> {
     await this.checkRequestedSize(bytes);
     const start = performance.now();
     await this.request(bytes);

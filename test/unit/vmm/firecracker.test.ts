@@ -131,6 +131,21 @@ describe('FirecrackerHotplugMemory', () => {
     expect(await memory.size()).toBe(0);
   });
 
+  it('stops waiting when its signal aborts; the request stands and the guest goes on', async () => {
+    await fc.close();
+    fc = await FakeFirecracker.start({ guestStepMs: 0, guestStepBlocks: 64 }); // moved by the test
+    client = new FirecrackerClient({ socketPath: fc.socketPath });
+    const memory = await runningVm();
+    const abort = new AbortController();
+    const waiting = memory.resize(256 * MiB, { timeoutMs: 10_000, signal: abort.signal });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    abort.abort(new Error('the target moved'));
+    await expect(waiting).rejects.toThrow('the target moved');
+    expect(await memory.requestedSize()).toBe(256 * MiB);
+    for (let i = 0; i < 2; i++) fc.stepGuest(); // 2 × 128 MiB
+    expect(await memory.size()).toBe(256 * MiB);
+  });
+
   it('accepts the size already requested, as Firecracker does', async () => {
     const memory = await runningVm();
     await memory.resize(64 * MiB, { timeoutMs: 5_000 });

@@ -134,6 +134,19 @@ describe('QmpClient against qemu-system-x86_64', () => {
     await dev.setRequestedSize(0);
   });
 
+  it('stops waiting when its signal aborts, leaving the request standing', async () => {
+    const dev = new VirtioMemDevice(qmp, 'vm0');
+    const abort = new AbortController();
+    const reason = new Error('the target moved');
+    const waiting = dev.resize(64 * MiB, { timeoutMs: 10_000, signal: abort.signal });
+    setTimeout(() => abort.abort(reason), 50);
+    const began = performance.now();
+    await expect(waiting).rejects.toBe(reason);
+    expect(performance.now() - began).toBeLessThan(5_000);
+    expect(await dev.requestedSize()).toBe(64 * MiB);
+    await dev.setRequestedSize(0);
+  });
+
   it('reports an unknown device clearly', async () => {
     await expect(new VirtioMemDevice(qmp, 'nope').regionSize()).rejects.toThrow(
       /no virtio-mem device 'nope'/,
