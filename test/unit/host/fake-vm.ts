@@ -5,7 +5,11 @@
 //   completion is asynchronous, one 128 MiB memory block per guest step; the guest adds no
 //   memory while 1 GiB of it is offline (virtio-mem's offline threshold; HotMem keeps plugged
 //   memory offline until a partition takes it), and it cannot unplug memory in use: partitions
-//   in HotMem mode, running instances' pages in stock mode (they must live somewhere);
+//   in HotMem mode, running instances' pages in stock mode (they must live somewhere), and in
+//   stock mode with blocks onlined to ZONE_NORMAL the sub-blocks holding unmovable kernel pages
+//   (pinUnmovable). An unplug it cannot finish it takes as far as it can, then waits for
+//   virtio-mem's retry timer (50 s, doubled each time it fires, up to 300 s) or for the host to
+//   send a request again (QEMU notifies the guest even of an unchanged size);
 // - agent: refuses to start a bound instance without enough spare memory (the real agent waits,
 //   then answers HOTMEM_NO_PARTITION), reports an instance exited only after its exit delay, and
 //   reclaims its partition only after that; each step can be told to fail;
@@ -23,6 +27,9 @@ export const GiB = 2 ** 30;
 const DEVICE_BLOCK = 2 * MiB;
 const MEMORY_BLOCK = 128 * MiB;
 const OFFLINE_THRESHOLD = GiB;
+/** virtio-mem's retry timer (drivers/virtio/virtio_mem.c VIRTIO_MEM_RETRY_TIMER_{MIN,MAX}_MS). */
+export const RETRY_TIMER_MIN_MS = 50_000;
+export const RETRY_TIMER_MAX_MS = 300_000;
 
 /** Time that moves only when a test says so; due timers run in order, promises settle between. */
 export class ManualClock implements Clock {
@@ -78,6 +85,11 @@ interface FakeInstance {
 
 export interface FakeVmOptions {
   mode: 'bound' | 'unbound';
+  /**
+   * Unbound mode: the zone the guest onlines plugged blocks into. movable (ZONE_MOVABLE, the
+   * default) takes no unmovable kernel allocation; kernel (ZONE_NORMAL) does (pinUnmovable).
+   */
+  onlining?: 'movable' | 'kernel';
   regionBytes?: number;
   /** Guest time per 128 MiB memory block plugged or unplugged. */
   blockStepMs?: number;
@@ -115,6 +127,13 @@ export class FakeVm {
   /** normal: reclaim after the delay; silent: never report; fail: report partition-reclaim-failed. */
   reclaim: 'normal' | 'silent' | 'fail' = 'normal';
   readonly #options: Required<Omit<FakeVmOptions, 'hotplug'>>;
+  /** Unmovable kernel pages in plugged ZONE_NORMAL memory, by pin. */
+  readonly #pins = new Set<{ bytes: number }>();
+  /** The guest driver's next retry interval, and the timer while it waits for it. */
+  #retryMs = RETRY_TIMER_MIN_MS;
+  #cancelRetryTimer: (() => void) | undefined;
+  /** How many times the retry timer fired. */
+  retryTimerFired = 0;
   #nextInstance = 1;
   #subscribers: Array<(event: AgentEvent) => void> = [];
   /** Ends every open event stream (as an agent restart does); subscribers are woken. */
@@ -129,8 +148,12 @@ export class FakeVm {
       blockStepMs: 10,
       exitDelayMs: 20,
       reclaimDelayMs: 30,
+      onlining: 'movable',
       ...options,
     };
+    if (this.#options.mode === 'bound' && this.#options.onlining !== 'movable') {
+      throw new Error('fake: HotMem onlines plugged blocks into partitions, not ZONE_NORMAL');
+    }
     this.hotplug = options.hotplug ?? this.#makeHotplug();
     this.agent = this.#makeAgent();
     this.invoker = this.#makeInvoker();
@@ -155,6 +178,41 @@ export class FakeVm {
     return total;
   }
 
+  /** Bytes of plugged memory the guest kernel holds unmovable (pinUnmovable). */
+  get pinnedBytes(): number {
+    let total = 0;
+    for (const pin of this.#pins) total += pin.bytes;
+    return total;
+  }
+
+  /** Whether the guest waits for its retry timer before it tries the unplug again. */
+  get waitingForRetryTimer(): boolean {
+    return this.#cancelRetryTimer !== undefined;
+  }
+
+  /**
+   * The guest kernel allocates `bytes` it cannot migrate (page tables, slab, socket buffers) in
+   * free plugged memory: only ZONE_NORMAL takes them. virtio-mem cannot unplug the sub-blocks
+   * they occupy until they are freed; freeing them does not wake it (its retry timer does).
+   * Returns the free.
+   */
+  pinUnmovable(bytes: number): () => void {
+    if (this.#options.onlining !== 'kernel') {
+      throw new Error('fake: unmovable pages go to ZONE_NORMAL; this guest onlines movable');
+    }
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % DEVICE_BLOCK !== 0) {
+      throw new Error(`fake: pin whole ${DEVICE_BLOCK}-byte sub-blocks, not ${bytes} bytes`);
+    }
+    const free = this.plugged - this.runningBytes - this.pinnedBytes;
+    if (bytes > free)
+      throw new Error(`fake: ${bytes} bytes to pin, ${free} free in plugged memory`);
+    const pin = { bytes };
+    this.#pins.add(pin);
+    return () => {
+      this.#pins.delete(pin);
+    };
+  }
+
   endEventStreams(): void {
     for (const end of this.#endStreams.splice(0)) end();
   }
@@ -164,7 +222,8 @@ export class FakeVm {
     this.partitions.delete(partition);
     this.log.push(`reclaimed p${partition}`);
     this.#emit({ type: 'partition-reclaimed', partition, report: reportOf(partition) });
-    this.#step();
+    // Blocks going offline wake virtio-mem (its memory notifier retries at once).
+    this.#wake();
   }
 
   #emit(body: DistributiveOmit<AgentEvent, 'time'>): void {
@@ -172,24 +231,54 @@ export class FakeVm {
     for (const subscriber of this.#subscribers) subscriber(event);
   }
 
-  /** The guest moves one memory block towards the request, if it can, every blockStepMs. */
+  /**
+   * The guest moves one memory block towards the request, if it can, every blockStepMs. An unplug
+   * goes as far as the memory in use allows (movable pages migrate, unmovable ones pin their
+   * sub-blocks); one it cannot finish arms the retry timer, and nothing moves until it fires or
+   * the guest is woken.
+   */
   #step(): void {
-    if (this.#stepping || this.plugged === this.requested) return;
+    if (this.#stepping || this.#cancelRetryTimer || this.plugged === this.requested) return;
     this.#stepping = true;
     this.clock.setTimeout(() => {
       this.#stepping = false;
       const diff = this.requested - this.plugged;
-      const amount = Math.min(MEMORY_BLOCK, Math.abs(diff));
       if (diff > 0) {
+        const amount = Math.min(MEMORY_BLOCK, diff);
         const offline = this.#options.mode === 'bound' ? this.spareBytes : 0;
         if (offline + amount <= OFFLINE_THRESHOLD) this.plugged += amount;
       } else {
         const inUse =
-          this.#options.mode === 'bound' ? this.plugged - this.spareBytes : this.runningBytes;
-        if (this.plugged - amount >= inUse) this.plugged -= amount;
+          this.#options.mode === 'bound'
+            ? this.plugged - this.spareBytes
+            : this.runningBytes + this.pinnedBytes;
+        const amount = Math.min(MEMORY_BLOCK, this.plugged - Math.max(this.requested, inUse));
+        if (amount > 0) this.plugged -= amount;
+        if (this.plugged > this.requested && this.plugged <= inUse) {
+          this.#armRetryTimer();
+          return;
+        }
       }
+      if (this.plugged === this.requested) this.#retryMs = RETRY_TIMER_MIN_MS;
       this.#step();
     }, this.#options.blockStepMs);
+  }
+
+  /** -EBUSY: virtio_mem_run_wq() starts the retry timer; when it fires it doubles, up to 300 s. */
+  #armRetryTimer(): void {
+    this.#cancelRetryTimer = this.clock.setTimeout(() => {
+      this.#cancelRetryTimer = undefined;
+      this.retryTimerFired += 1;
+      this.#retryMs = Math.min(this.#retryMs * 2, RETRY_TIMER_MAX_MS);
+      this.#step();
+    }, this.#retryMs);
+  }
+
+  /** A config change or a memory notifier: the driver cancels its retry timer and runs now. */
+  #wake(): void {
+    this.#cancelRetryTimer?.();
+    this.#cancelRetryTimer = undefined;
+    this.#step();
   }
 
   #makeHotplug(): HotplugMemory {
@@ -198,7 +287,7 @@ export class FakeVm {
       regionSize: async () => this.#options.regionBytes,
       requestedSize: async () => this.requested,
       size: async () => this.plugged,
-      resize: async (bytes, { timeoutMs }) => {
+      resize: async (bytes, { timeoutMs, signal }) => {
         if (this.failResizes.count > 0) {
           this.failResizes.count -= 1;
           throw this.failResizes.error;
@@ -215,18 +304,26 @@ export class FakeVm {
         this.requested = bytes;
         this.resizes.push(bytes);
         this.log.push(`resize ${bytes / MiB}M`);
-        this.#step();
+        // QEMU notifies the guest of every request, the same size again included.
+        this.#wake();
         const deadline = began + timeoutMs;
         while (this.plugged !== bytes) {
+          signal?.throwIfAborted();
           if (this.clock.now() >= deadline) {
             throw new HotplugMemoryError('ERR_RESIZE_TIMEOUT', 'timed out', {
               requestedBytes: bytes,
               lastSize: this.plugged,
             });
           }
-          await new Promise<void>((resolve) =>
-            this.clock.setTimeout(resolve, this.#options.blockStepMs),
-          );
+          await new Promise<void>((resolve) => {
+            const cancel = this.clock.setTimeout(done, this.#options.blockStepMs);
+            function done() {
+              cancel();
+              signal?.removeEventListener('abort', done);
+              resolve();
+            }
+            signal?.addEventListener('abort', done, { once: true });
+          });
         }
         return this.clock.now() - began;
       },
