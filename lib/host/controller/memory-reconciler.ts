@@ -3,11 +3,19 @@
  * a time. The controller sets a target whenever its instances change; this module turns targets
  * into resize requests the VMM and the guest can take:
  *
- * - one request in flight: concurrent scale-ups and scale-downs merge into the next request;
+ * - one resize waited for at a time: concurrent scale-ups and scale-downs merge into the next
+ *   request;
  * - growth in steps of at most `stepBytes`: the guest driver stops adding memory while more than
  *   1 GiB of it sits offline, and HotMem keeps plugged memory offline until a partition takes it;
- * - a failed or timed-out resize is retried after `retryDelayMs` (a new target retries at once),
- *   so the device ends at the target once the VMM works again.
+ * - a failed resize is retried after `retryDelayMs` (a new target retries at once), so the device
+ *   ends at the target once the VMM works again;
+ * - a request the VMM took stands: when the guest is slow to get there (a timed-out resize) it is
+ *   not sent again but the plugged size is read every `retryDelayMs` until the guest is there.
+ *   Sending it again would wake QEMU's guest driver before its retry timer (and Cloud Hypervisor
+ *   refuses it), so a stock unplug stalled on unmovable pages takes as long as it does on its own;
+ * - a new target does not wait for an unplug under way: the wait ends, the request stands, and
+ *   the new one goes to the VMM at once (a scale-up must not queue behind a guest that may need
+ *   minutes to unplug).
  *
  * Waiters are released by generation: setTarget() returns the generation of the new target, and
  * a target "settles" when the VMM reports the device at a target of that generation or a later one.
@@ -46,6 +54,8 @@ export class MemoryReconciler {
   #settled = 0;
   #waiters: Waiter[] = [];
   #running = false;
+  /** The resize being waited for: its size, and how to stop waiting. */
+  #inFlight: { bytes: number; down: boolean; abort: AbortController } | undefined;
   #cancelRetry: (() => void) | undefined;
   #closed = false;
   #failures = 0;
@@ -72,7 +82,14 @@ export class MemoryReconciler {
   get pluggedBytes(): number {
     return this.#plugged;
   }
-  /** Resizes that failed or timed out so far (each was retried). */
+  /**
+   * The most the device may hold now: the plugged size last reported, the size requested, the
+   * request in flight. Above the target it is memory an unplug has not taken out yet.
+   */
+  get ceilingBytes(): number {
+    return Math.max(this.#plugged, this.#requested, this.#inFlight?.bytes ?? 0);
+  }
+  /** Resizes that failed or timed out so far (each was retried, or waited for). */
   get failures(): number {
     return this.#failures;
   }
@@ -81,6 +98,10 @@ export class MemoryReconciler {
   setTarget(bytes: number): number {
     this.#target = this.#options.keepPlugged ? Math.max(bytes, this.#target) : bytes;
     this.#generation += 1;
+    const inFlight = this.#inFlight;
+    if (inFlight?.down && inFlight.bytes !== this.#target) {
+      inFlight.abort.abort(new Error('the target moved'));
+    }
     this.#cancelRetry?.();
     this.#cancelRetry = undefined;
     void this.#run();
@@ -104,11 +125,12 @@ export class MemoryReconciler {
     return this.#wait(generation, level);
   }
 
-  /** Stops retrying; a resize in flight finishes on its own. */
+  /** Stops retrying and waiting; a request the VMM took stands. */
   close(): void {
     this.#closed = true;
     this.#cancelRetry?.();
     this.#cancelRetry = undefined;
+    this.#inFlight?.abort.abort(new Error('closed'));
   }
 
   #wait(generation: number, level: number | undefined): Promise<void> {
@@ -129,20 +151,41 @@ export class MemoryReconciler {
     if (this.#running || this.#closed) return;
     this.#running = true;
     try {
-      for (;;) {
+      while (!this.#closed) {
         const generation = this.#generation;
         const goal = this.#target;
-        if (this.#requested === goal && this.#plugged === goal) {
+        if (this.#requested === goal) {
+          if (this.#plugged !== goal && !(await this.#readStanding())) return;
+          // The target may have moved while the size was read.
+          if (this.#generation !== generation) continue;
           this.#release(generation);
           return;
         }
         const next =
           goal > this.#requested ? Math.min(goal, this.#requested + this.#options.stepBytes) : goal;
+        const inFlight = {
+          bytes: next,
+          down: next < Math.max(this.#requested, this.#plugged),
+          abort: new AbortController(),
+        };
+        this.#inFlight = inFlight;
         try {
-          await this.#resize(next);
+          await this.#hotplug.resize(next, {
+            timeoutMs: this.#options.resizeTimeoutMs,
+            signal: inFlight.abort.signal,
+          });
         } catch (error) {
-          this.#failed(next, error);
-          return;
+          if (error !== inFlight.abort.signal.reason) {
+            this.#failed(next, error);
+            return;
+          }
+          // The VMM took the request and it stands; the guest goes on towards it.
+          this.#requested = next;
+          this.#plugged = (await this.#hotplug.size().catch(() => undefined)) ?? this.#plugged;
+          this.#options.onChange();
+          continue;
+        } finally {
+          this.#inFlight = undefined;
         }
         this.#requested = next;
         this.#plugged = next;
@@ -154,10 +197,25 @@ export class MemoryReconciler {
     }
   }
 
-  async #resize(bytes: number): Promise<void> {
-    // Already requested (a retry after a timeout): some VMMs refuse the same size again.
-    if (this.#requested === bytes && (await this.#hotplug.size()) === bytes) return;
-    await this.#hotplug.resize(bytes, { timeoutMs: this.#options.resizeTimeoutMs });
+  /**
+   * The request stands and the guest was not there yet: reads the plugged size; true once it
+   * is there, otherwise reads again after retryDelayMs (or at once for a new target).
+   */
+  async #readStanding(): Promise<boolean> {
+    let size: number;
+    try {
+      size = await this.#hotplug.size();
+    } catch (error) {
+      this.#failed(this.#requested, error);
+      return false;
+    }
+    if (size !== this.#plugged) {
+      this.#plugged = size;
+      this.#options.onChange();
+    }
+    if (size === this.#requested) return true;
+    this.#later();
+    return false;
   }
 
   #failed(bytes: number, error: unknown): void {
@@ -173,8 +231,15 @@ export class MemoryReconciler {
     }
     this.#options.logger.warn(
       { err: error, requestedBytes: bytes, retryInMs: this.#options.retryDelayMs },
-      'resize failed; retrying',
+      this.#requested === bytes
+        ? 'resize not done in time; the request stands, reading the size until it is'
+        : 'resize failed; retrying',
     );
+    this.#later();
+  }
+
+  /** Runs again after retryDelayMs, unless a new target runs it sooner. */
+  #later(): void {
     if (this.#closed) return;
     this.#cancelRetry = this.#options.clock.setTimeout(() => {
       this.#cancelRetry = undefined;
