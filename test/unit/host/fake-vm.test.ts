@@ -173,6 +173,27 @@ describe('FakeVm', () => {
     expect(() => vm.pinUnmovable(2 * MiB)).toThrow(/0 free in plugged memory/);
   });
 
+  it('can leave unmovable pages behind in the memory an exiting instance used', async () => {
+    const vm = new FakeVm({ mode: 'unbound', onlining: 'kernel' });
+    const plugged = vm.hotplug.resize(256 * MiB, { timeoutMs: 1_000 });
+    await vm.clock.advance(30);
+    await plugged;
+    const { id } = await vm.agent.createInstance({ command, memoryBytes: 256 * MiB });
+    expect(() => vm.pinOnExit(id, 512 * MiB)).toThrow(/holds only/);
+    expect(() => vm.pinOnExit('i-9', 2 * MiB)).toThrow(/not running/);
+    const free = vm.pinOnExit(id, 6 * MiB);
+    expect(vm.pinnedBytes).toBe(0);
+    const stopped = vm.agent.stopInstance(id, { graceMs: 0 });
+    await vm.clock.advance(20);
+    await stopped;
+    expect(vm.pinnedBytes).toBe(6 * MiB);
+    void vm.hotplug.resize(0, { timeoutMs: 100 }).catch(() => {});
+    await vm.clock.advance(100);
+    expect(vm.plugged).toBe(6 * MiB);
+    free();
+    expect(vm.pinnedBytes).toBe(0);
+  });
+
   it('stops waiting for a resize when its signal aborts; the request stands', async () => {
     const vm = new FakeVm({ mode: 'unbound' });
     const abort = new AbortController();

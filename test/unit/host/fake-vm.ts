@@ -129,6 +129,8 @@ export class FakeVm {
   readonly #options: Required<Omit<FakeVmOptions, 'hotplug'>>;
   /** Unmovable kernel pages in plugged ZONE_NORMAL memory, by pin. */
   readonly #pins = new Set<{ bytes: number }>();
+  /** Pins placed when an instance exits, by instance id. */
+  readonly #pinsOnExit = new Map<string, { bytes: number }>();
   /** The guest driver's next retry interval, and the timer while it waits for it. */
   #retryMs = RETRY_TIMER_MIN_MS;
   #cancelRetryTimer: (() => void) | undefined;
@@ -209,6 +211,30 @@ export class FakeVm {
     const pin = { bytes };
     this.#pins.add(pin);
     return () => {
+      this.#pins.delete(pin);
+    };
+  }
+
+  /**
+   * When instance `id` exits, `bytes` of the memory it used stay allocated and unmovable: what
+   * the kernel keeps after a process (dentries and inodes of its files, socket buffers in
+   * TIME_WAIT), in the ZONE_NORMAL blocks virtio-mem is about to unplug. Returns the free, which
+   * also cancels a pin not placed yet.
+   */
+  pinOnExit(id: string, bytes: number): () => void {
+    const instance = this.instances.get(id);
+    if (this.#options.onlining !== 'kernel') {
+      throw new Error('fake: unmovable pages go to ZONE_NORMAL; this guest onlines movable');
+    }
+    if (instance?.state !== 'running') throw new Error(`fake: ${id} is not running`);
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % DEVICE_BLOCK !== 0) {
+      throw new Error(`fake: pin whole ${DEVICE_BLOCK}-byte sub-blocks, not ${bytes} bytes`);
+    }
+    if (bytes > instance.bytes) throw new Error(`fake: ${id} holds only ${instance.bytes} bytes`);
+    const pin = { bytes };
+    this.#pinsOnExit.set(id, pin);
+    return () => {
+      this.#pinsOnExit.delete(id);
       this.#pins.delete(pin);
     };
   }
@@ -396,6 +422,9 @@ export class FakeVm {
 
   #exit(instance: FakeInstance, how: 'exited' | 'crashed'): void {
     instance.state = 'exited';
+    const left = this.#pinsOnExit.get(instance.id);
+    this.#pinsOnExit.delete(instance.id);
+    if (left) this.#pins.add(left);
     this.log.push(`${how} ${instance.id}`);
     this.#emit({ type: 'instance-exited', instance: summaryOf(instance) });
     this.#step();
