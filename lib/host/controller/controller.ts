@@ -46,6 +46,13 @@ export const controllerConfigSchema = z
     resizeTimeoutMs: z.number().positive().default(30_000),
     /** How long a scale-down waits for the partition-reclaimed event before reporting it. */
     reclaimTimeoutMs: z.number().positive().default(10_000),
+    /**
+     * How long an unplug may take before its scale-down is reported stranded (late): its memory
+     * stays held while the device holds it, no longer counts as on its way back, and close()
+     * waits no longer for it. virtio-mem retries an unplug that met unmovable pages after 50 s,
+     * then 100, 200 and 300 s; the scale-down completes, late, if the memory comes out then.
+     */
+    unplugTimeoutMs: z.number().positive().default(30_000),
     stopGraceMs: z.number().int().nonnegative().max(600_000).default(5_000),
     stopAttempts: z.number().int().positive().default(3),
     retryDelayMs: z.number().positive().default(1_000),
@@ -128,10 +135,17 @@ export interface ScaleDownRecord {
   reclaimMs: number | null;
   /** Lowering the requested size until the VMM reported it reached. */
   unplugMs: number | null;
+  /**
+   * The unplug was not done within unplugTimeoutMs: the scale-down was stranded then, and is
+   * unplugged if the device got there later (virtio-mem's retry, or a scale-up taking the memory).
+   * Absent from records saved before it existed.
+   */
+  unplugLate: boolean;
   completedMs: number | null;
   /**
-   * unplugged: done. stranded: a step failed; its memory stays plugged and counted against the
-   * budget (a late reclaimed event resumes it); `errors` says why.
+   * unplugged: done. stranded: a step failed or the unplug is late; the memory the device still
+   * holds stays counted against the budget (a late reclaimed event or unplug resumes it);
+   * `errors` says why.
    */
   outcome: 'in-progress' | 'unplugged' | 'stranded';
   errors: string[];
@@ -192,6 +206,15 @@ interface ReclaimWaiter {
   reject: (error: Error) => void;
 }
 
+/** Bytes that left the instances and the target: held until the device no longer holds them. */
+interface Unplug {
+  bytes: number;
+  /** Not done within unplugTimeoutMs: no longer counted as on its way back. */
+  late: boolean;
+  /** Resolves once the VMM reported the device at the lowered target or a later one. */
+  done: Promise<void>;
+}
+
 export class Controller {
   readonly metrics: ControllerMetrics = { invocations: [], scaleDowns: [], memory: [] };
   readonly #config: ControllerConfig;
@@ -202,8 +225,8 @@ export class Controller {
   /** Plugged before the controller started; never unplugged by it. */
   #baselineBytes = 0;
   readonly #instances = new Set<Instance>();
-  /** Bytes of scale-downs whose unplug has not completed: still held against the budget. */
-  #unpluggingBytes = 0;
+  /** Unplugs the VMM has not reported done. */
+  readonly #unplugs = new Set<Unplug>();
   readonly #queue: Pending[] = [];
   readonly #reclaimWaiters = new Map<number, ReclaimWaiter>();
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -264,7 +287,11 @@ export class Controller {
         retryDelayMs: this.#config.retryDelayMs,
         clock: this.#clock,
         logger: this.#log,
-        onChange: () => this.#sample(),
+        onChange: () => {
+          this.#sample();
+          // The device may hold less than was counted: an unplug went further than last seen.
+          this.#drainQueue();
+        },
         keepPlugged: !this.#config.giveBackMemory,
       },
     );
@@ -325,9 +352,25 @@ export class Controller {
     this.#memory?.close();
   }
 
-  /** Memory held against the budget: baseline, every instance, unplugs under way. */
+  /**
+   * Memory held against the budget: baseline, every instance, and what unplugs under way have
+   * not taken out of the device yet.
+   */
   get heldBytes(): number {
-    return this.#baselineBytes + this.#instanceBytesTotal() + this.#unpluggingBytes;
+    return this.#baselineBytes + this.#instanceBytesTotal() + this.#unplugHeldBytes(true);
+  }
+
+  /**
+   * What unplugs under way still hold: their bytes, but no more than the device may hold above
+   * the target (an unplug stalled on a few MiB of unmovable pages holds those; one whose memory
+   * a scale-up took back holds nothing). `late: false` leaves out the late ones' bytes.
+   */
+  #unplugHeldBytes(late: boolean): number {
+    let pending = 0;
+    for (const unplug of this.#unplugs) if (late || !unplug.late) pending += unplug.bytes;
+    const memory = this.#memory;
+    if (!memory) return pending;
+    return Math.min(pending, Math.max(0, memory.ceilingBytes - memory.targetBytes));
   }
 
   #instanceBytes(memoryBytes: number): number {
@@ -409,7 +452,7 @@ export class Controller {
       this.#instances.delete(instance);
       this.#log.error({ err: error, function: instance.functionName }, 'scale-up failed');
       this.#fail(pending, queueWaitMs, `scale-up failed: ${messageOf(error)}`);
-      this.#track(this.#unplug(instance.bytes));
+      this.#track(this.#awaitUnplug(this.#unplug(instance.bytes)));
       return;
     }
     instance.state = 'busy';
@@ -564,10 +607,10 @@ export class Controller {
 
   /**
    * Held memory on its way back: instances whose scale-down is under way and has not stranded,
-   * and unplugs not yet done.
+   * and what unplugs not yet done, and not late, still hold.
    */
   #bytesBeingFreed(): number {
-    let total = this.#unpluggingBytes;
+    let total = this.#unplugHeldBytes(false);
     for (const instance of this.#instances) {
       if (instance.scaleDown?.outcome === 'in-progress') total += instance.bytes;
     }
@@ -591,6 +634,7 @@ export class Controller {
       stopMs: null,
       reclaimMs: null,
       unplugMs: null,
+      unplugLate: false,
       completedMs: null,
       outcome: 'in-progress',
       errors: [],
@@ -635,24 +679,42 @@ export class Controller {
           // never come.
           void reclaimed.then(() => {
             reclaimedAfter();
-            return this.#release(instance, record);
+            return this.#release(instance, record, strand);
           }, strand);
         }
         return;
       }
       reclaimedAfter();
     }
-    await this.#release(instance, record);
+    await this.#release(instance, record, strand);
   }
 
-  /** The instance is gone from the guest: unplug its memory. */
-  async #release(instance: Instance, record: ScaleDownRecord): Promise<void> {
+  /**
+   * The instance is gone from the guest: unplug its memory. An unplug not done in
+   * unplugTimeoutMs strands the scale-down; it completes later if the device gets there.
+   */
+  async #release(
+    instance: Instance,
+    record: ScaleDownRecord,
+    strand: (error: unknown) => void,
+  ): Promise<void> {
     this.#instances.delete(instance);
     const began = this.#clock.now();
-    await this.#unplug(instance.bytes);
-    record.unplugMs = this.#clock.now() - began;
-    record.completedMs = this.#clock.now();
-    record.outcome = 'unplugged';
+    const unplug = this.#unplug(instance.bytes);
+    const unplugged = () => {
+      record.unplugMs = this.#clock.now() - began;
+      record.completedMs = this.#clock.now();
+      record.outcome = 'unplugged';
+    };
+    const late = await this.#awaitUnplug(unplug);
+    if (!late) {
+      unplugged();
+      return;
+    }
+    record.unplugLate = true;
+    strand(late);
+    // Not tracked: close() must not wait for the guest's retry timer, which may never free it.
+    void unplug.done.then(unplugged);
   }
 
   /** Stops the instance, retrying agent failures; an instance the agent no longer knows is gone. */
@@ -680,18 +742,48 @@ export class Controller {
   }
 
   /**
-   * Lowers the device target to what the instances hold, `bytes` having left them, and waits
-   * until the VMM reports it reached; those bytes count against the budget until then.
+   * Lowers the device target to what the instances hold, `bytes` having left them; those bytes
+   * count against the budget while the device still holds them, until the VMM reports the
+   * target reached, and then the queue drains.
    */
-  async #unplug(bytes: number): Promise<void> {
+  #unplug(bytes: number): Unplug {
     const memory = this.#requireMemory();
-    this.#unpluggingBytes += bytes;
     const generation = memory.setTarget(this.#baselineBytes + this.#instanceBytesTotal());
+    const unplug: Unplug = {
+      bytes,
+      late: false,
+      done: memory.whenSettled(generation).then(() => {
+        this.#unplugs.delete(unplug);
+        this.#sample();
+        this.#drainQueue();
+      }),
+    };
+    this.#unplugs.add(unplug);
     this.#sample();
-    await memory.whenSettled(generation);
-    this.#unpluggingBytes -= bytes;
-    this.#sample();
-    this.#drainQueue();
+    return unplug;
+  }
+
+  /**
+   * Waits for an unplug up to unplugTimeoutMs. Resolves with undefined once done, or with the
+   * error saying how late it is: then its bytes stop counting as on its way back (the queue may
+   * have other idle memory evicted) and the device's size is read again, so that only what it
+   * still holds stays counted.
+   */
+  async #awaitUnplug(unplug: Unplug): Promise<Error | undefined> {
+    const ms = this.#config.unplugTimeoutMs;
+    try {
+      await this.#bounded(unplug.done, ms, 'unplug');
+      return undefined;
+    } catch (error) {
+      if (!(error instanceof WaitTimeoutError)) throw error;
+    }
+    unplug.late = true;
+    const memory = this.#requireMemory();
+    await memory.refresh();
+    this.#evictForQueueHead();
+    return new Error(
+      `unplug not done in ${ms} ms: the device holds ${memory.pluggedBytes} bytes, the target is ${memory.targetBytes}`,
+    );
   }
 
   #waitForReclaim(partition: number): Promise<void> {

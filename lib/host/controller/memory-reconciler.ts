@@ -49,6 +49,8 @@ export class MemoryReconciler {
   #target: number;
   #requested: number;
   #plugged: number;
+  /** Counts reports of the plugged size: a read that a newer report overtook is dropped. */
+  #pluggedReports = 0;
   #generation = 0;
   /** The latest generation the device settled at. */
   #settled = 0;
@@ -83,11 +85,12 @@ export class MemoryReconciler {
     return this.#plugged;
   }
   /**
-   * The most the device may hold now: the plugged size last reported, the size requested, the
-   * request in flight. Above the target it is memory an unplug has not taken out yet.
+   * The most the device may hold now: the plugged size last reported, or the size requested of
+   * it (the request in flight once there is one) if more. Above the target it is memory an
+   * unplug has not taken out yet.
    */
   get ceilingBytes(): number {
-    return Math.max(this.#plugged, this.#requested, this.#inFlight?.bytes ?? 0);
+    return Math.max(this.#plugged, this.#inFlight?.bytes ?? this.#requested);
   }
   /** Resizes that failed or timed out so far (each was retried, or waited for). */
   get failures(): number {
@@ -121,8 +124,16 @@ export class MemoryReconciler {
    * the target still holds the scale-up's bytes).
    */
   whenPlugged(level: number, generation: number): Promise<void> {
-    if (this.#plugged >= level) return Promise.resolve();
+    if (this.#surelyPlugged() >= level) return Promise.resolve();
     return this.#wait(generation, level);
+  }
+
+  /**
+   * Reads the plugged size from the VMM now: a wait in flight reports it only when it ends.
+   * A failed read leaves the last report.
+   */
+  async refresh(): Promise<void> {
+    await this.#readPlugged().catch(() => undefined);
   }
 
   /** Stops retrying and waiting; a request the VMM took stands. */
@@ -141,7 +152,7 @@ export class MemoryReconciler {
     if (settledGeneration !== undefined) this.#settled = Math.max(this.#settled, settledGeneration);
     this.#waiters = this.#waiters.filter((waiter) => {
       const settled = settledGeneration !== undefined && waiter.generation <= settledGeneration;
-      const reached = waiter.level !== undefined && this.#plugged >= waiter.level;
+      const reached = waiter.level !== undefined && this.#surelyPlugged() >= waiter.level;
       if (settled || reached) waiter.resolve();
       return !(settled || reached);
     });
@@ -181,14 +192,14 @@ export class MemoryReconciler {
           }
           // The VMM took the request and it stands; the guest goes on towards it.
           this.#requested = next;
-          this.#plugged = (await this.#hotplug.size().catch(() => undefined)) ?? this.#plugged;
           this.#options.onChange();
+          await this.refresh();
           continue;
         } finally {
           this.#inFlight = undefined;
         }
         this.#requested = next;
-        this.#plugged = next;
+        this.#reported(next);
         this.#options.onChange();
         this.#release(next === goal ? generation : undefined);
       }
@@ -202,20 +213,38 @@ export class MemoryReconciler {
    * is there, otherwise reads again after retryDelayMs (or at once for a new target).
    */
   async #readStanding(): Promise<boolean> {
-    let size: number;
     try {
-      size = await this.#hotplug.size();
+      await this.#readPlugged();
     } catch (error) {
       this.#failed(this.#requested, error);
       return false;
     }
-    if (size !== this.#plugged) {
-      this.#plugged = size;
-      this.#options.onChange();
-    }
-    if (size === this.#requested) return true;
+    if (this.#plugged === this.#requested) return true;
     this.#later();
     return false;
+  }
+
+  /** Reads the plugged size and takes it, unless a newer report came while it was read. */
+  async #readPlugged(): Promise<void> {
+    const reports = this.#pluggedReports;
+    const size = await this.#hotplug.size();
+    if (reports !== this.#pluggedReports || size === this.#plugged) return;
+    this.#reported(size);
+    this.#options.onChange();
+  }
+
+  /**
+   * The least the device holds: the plugged size last reported, unless an unplug is in flight
+   * (the guest may be taking memory out below the last report).
+   */
+  #surelyPlugged(): number {
+    const inFlight = this.#inFlight;
+    return inFlight?.down ? Math.min(this.#plugged, inFlight.bytes) : this.#plugged;
+  }
+
+  #reported(pluggedBytes: number): void {
+    this.#plugged = pluggedBytes;
+    this.#pluggedReports += 1;
   }
 
   #failed(bytes: number, error: unknown): void {
@@ -225,7 +254,7 @@ export class MemoryReconciler {
       if (error.code === 'ERR_RESIZE_TIMEOUT' || error.code === 'ERR_SAME_SIZE') {
         this.#requested = bytes;
       }
-      if (error.lastSize !== undefined) this.#plugged = error.lastSize;
+      if (error.lastSize !== undefined) this.#reported(error.lastSize);
       this.#options.onChange();
       this.#release(undefined);
     }

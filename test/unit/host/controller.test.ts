@@ -628,6 +628,134 @@ describe('Controller stock mode', () => {
   });
 });
 
+describe('Controller stock mode, blocks onlined to ZONE_NORMAL: unplugs virtio-mem retries late', () => {
+  /**
+   * Stock mode on a guest that onlines plugged blocks to ZONE_NORMAL; each invocation served in
+   * turn leaves its instance idle (the first is the least recent). Unplugs are reported late
+   * after 10 s; resizes are waited for up to 120 s, as in the replay.
+   */
+  async function kernelGuest(invocations: Invocation[], config: Partial<ControllerConfigInput>) {
+    const context = await setup(
+      'stock',
+      {
+        budgetBytes: 512 * MiB,
+        keepAliveMs: 60_000,
+        unplugTimeoutMs: 10_000,
+        resizeTimeoutMs: 120_000,
+        ...config,
+      },
+      { onlining: 'kernel' },
+    );
+    for (const invocation of invocations) {
+      const done = context.controller.submit(invocation);
+      await context.vm.clock.advance(invocation.durationMs + 100);
+      expect((await done).error).toBeNull();
+    }
+    return context;
+  }
+
+  it('strands an unplug not done in unplugTimeoutMs, holding what is still plugged, and completes it when the retry timer gets it out', async () => {
+    const { vm, controller } = await kernelGuest([call('a', 256, 10)], { keepAliveMs: 1_000 });
+    const free = vm.pinOnExit('i-1', 4 * MiB);
+    await vm.clock.advance(1_100); // keep-alive: stopped, unplug requested, 4 MiB stay
+    const [scaleDown] = controller.metrics.scaleDowns;
+    expect(scaleDown).toMatchObject({ outcome: 'in-progress', unplugLate: false });
+    expect(vm.plugged).toBe(4 * MiB);
+    expect(controller.heldBytes).toBe(256 * MiB); // the device was last seen at 256 MiB
+    await vm.clock.advance(10_000);
+    expect(scaleDown).toMatchObject({ outcome: 'stranded', unplugLate: true, unplugMs: null });
+    expect(scaleDown?.errors).toEqual([
+      `unplug not done in 10000 ms: the device holds ${4 * MiB} bytes, the target is 0`,
+    ]);
+    // Read back: only what the device still holds counts against the budget.
+    expect(controller.heldBytes).toBe(4 * MiB);
+    // Freed, but nothing wakes the guest driver: its retry timer, 50 s after it gave up, does.
+    free();
+    await vm.clock.advance(30_000);
+    expect(scaleDown?.outcome).toBe('stranded');
+    await vm.clock.advance(10_000);
+    expect(scaleDown).toMatchObject({ outcome: 'unplugged', unplugLate: true });
+    expect(scaleDown?.unplugMs).toBeGreaterThanOrEqual(50_000);
+    expect(vm.retryTimerFired).toBe(1);
+    expect(controller.heldBytes).toBe(0);
+    // The request was sent once: sending it again would have woken the guest before its timer.
+    expect(vm.resizes).toEqual([256 * MiB, 0]);
+  });
+
+  it('plugs for a scale-up the budget has room for at once, not behind a stalled unplug', async () => {
+    const { vm, controller } = await kernelGuest([call('a', 256, 10)], { keepAliveMs: 1_000 });
+    vm.pinOnExit('i-1', 4 * MiB);
+    await vm.clock.advance(2_000);
+    expect(vm.waitingForRetryTimer).toBe(true);
+    // 256 MiB held for a's unplug, 256 for b: the budget has room.
+    const b = controller.submit(call('b', 256, 10));
+    await vm.clock.advance(500);
+    const record = await b;
+    expect(record).toMatchObject({ start: 'cold', queueWaitMs: 0, error: null });
+    expect(record.coldStartMs).toBeLessThan(100);
+    expect(vm.resizes).toEqual([256 * MiB, 0, 256 * MiB]);
+    // b took the memory still plugged: a's unplug merged into b's plug.
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      outcome: 'unplugged',
+      unplugLate: false,
+    });
+    expect([vm.plugged, controller.heldBytes]).toEqual([256 * MiB, 256 * MiB]);
+  });
+
+  it('does not count a late unplug as memory on its way back: evicts other idle memory, and loses no invocation', async () => {
+    const { vm, controller } = await kernelGuest([call('a', 256, 10), call('b', 256, 10)], {});
+    vm.pinOnExit('i-1', 4 * MiB);
+    const c = controller.submit(call('c', 256, 10));
+    await vm.clock.advance(5_000);
+    // a evicted for c; its unplug stalls 4 MiB short, so c waits; b is not evicted yet.
+    expect(controller.metrics.scaleDowns.map((s) => [s.instanceId, s.outcome])).toEqual([
+      ['i-1', 'in-progress'],
+    ]);
+    // a's unplug late: b, idle, is evicted for c; once b's unplug is late too, only the 4 MiB
+    // still plugged count and c starts.
+    await vm.clock.advance(30_000);
+    const record = await c;
+    expect(record).toMatchObject({ start: 'cold', error: null });
+    expect(record.queueWaitMs).toBeGreaterThan(10_000);
+    expect(record.queueWaitMs).toBeLessThan(30_000);
+    expect(
+      controller.metrics.scaleDowns.map((s) => [s.instanceId, s.reason, s.unplugLate]),
+    ).toEqual([
+      ['i-1', 'evicted', true],
+      ['i-2', 'evicted', true],
+    ]);
+    expect(Math.max(...vm.resizes)).toBeLessThanOrEqual(512 * MiB);
+    for (const sample of controller.metrics.memory) {
+      expect(sample.requestedBytes).toBeLessThanOrEqual(512 * MiB);
+      expect(sample.pluggedBytes).toBeLessThanOrEqual(512 * MiB);
+    }
+    expect([vm.plugged, controller.heldBytes]).toEqual([256 * MiB, 256 * MiB]);
+  });
+
+  it('closes without waiting for an unplug the guest never finishes: stranded, still held', async () => {
+    const { vm, controller } = await kernelGuest([call('a', 256, 10)], {});
+    vm.pinOnExit('i-1', 4 * MiB);
+    let closed = false;
+    void controller.close().then(() => {
+      closed = true;
+    });
+    await vm.clock.advance(9_000);
+    expect(closed).toBe(false);
+    await vm.clock.advance(2_000);
+    expect(closed).toBe(true);
+    expect(controller.metrics.scaleDowns[0]).toMatchObject({
+      reason: 'closing',
+      outcome: 'stranded',
+      unplugLate: true,
+    });
+    expect(controller.heldBytes).toBe(4 * MiB);
+    // Closed: nothing polls or asks again; only the guest's own retry timer is left.
+    await vm.clock.advance(1_000_000);
+    expect(vm.resizes).toEqual([256 * MiB, 0]);
+    expect(vm.clock.pendingTimers).toBe(1);
+  });
+});
+
 describe('Controller configuration', () => {
   it('can take AgentClient as its AgentApi', () => {
     expectTypeOf<AgentClient>().toExtend<AgentApi>();

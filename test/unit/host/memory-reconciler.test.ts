@@ -123,6 +123,15 @@ describe('MemoryReconciler', () => {
     expect(memory.ceilingBytes).toBe(512 * MiB);
   });
 
+  it('reads the plugged size on request while a wait goes on', async () => {
+    const { vm, memory } = await pinnedGuest(256 * MiB, 120_000, 128 * MiB);
+    memory.setTarget(128 * MiB);
+    await vm.clock.advance(1_000);
+    expect([memory.pluggedBytes, memory.ceilingBytes]).toEqual([256 * MiB, 256 * MiB]);
+    await memory.refresh();
+    expect([memory.pluggedBytes, memory.ceilingBytes]).toEqual([132 * MiB, 132 * MiB]);
+  });
+
   it('stops waiting on close(): the request stands and nothing is left polling', async () => {
     const { vm, memory } = await pinnedGuest(256 * MiB, 120_000);
     memory.setTarget(0);

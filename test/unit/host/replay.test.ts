@@ -89,6 +89,7 @@ describe('summarize', () => {
         stopMs: 1,
         reclaimMs: null,
         unplugMs: 2,
+        unplugLate: false,
         completedMs: 43,
         outcome: 'unplugged',
         errors: [],

@@ -34,6 +34,7 @@ function run(mode: ModeRun['mode'], latencies: number[], unplugMs: number): Mode
         stopMs: 1,
         reclaimMs: mode === 'hotmem' ? 2 : null,
         unplugMs,
+        unplugLate: false,
         completedMs: 10,
         outcome: 'unplugged' as const,
         errors: [],
