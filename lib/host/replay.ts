@@ -16,10 +16,15 @@ export interface ReplaySummary {
   /** Milliseconds, over invocations that completed without error. */
   latencyMs: Percentiles;
   queueWaitMs: Percentiles;
-  /** Over scale-downs that unplugged; reclaim is null in stock mode. */
+  /** Over scale-downs that unplugged (late ones included); reclaim is null in stock mode. */
   reclaimMs: Percentiles | null;
   unplugMs: Percentiles;
+  /** Stranded when the controller closed, for whatever reason (late unplugs included). */
   strandedScaleDowns: number;
+  /** Unplugs not done within the controller's unplugTimeoutMs but done by the end. */
+  lateUnplugs: number;
+  /** Unplugs not done when the controller closed: memory the device still held then. */
+  strandedUnplugs: number;
   /** Byte-milliseconds: the area under each memory curve over the run. */
   pluggedByteMs: number;
   usedByteMs: number;
@@ -67,6 +72,13 @@ export function summarize(metrics: ControllerMetrics, endMs: number): ReplaySumm
     reclaimMs: reclaims.length > 0 ? percentiles(reclaims) : null,
     unplugMs: percentiles(unplugged.map((s) => s.unplugMs ?? 0)),
     strandedScaleDowns: metrics.scaleDowns.filter((s) => s.outcome === 'stranded').length,
+    // Records saved before unplugLate existed have none.
+    lateUnplugs: metrics.scaleDowns.filter(
+      (s) => s.unplugLate === true && s.outcome === 'unplugged',
+    ).length,
+    strandedUnplugs: metrics.scaleDowns.filter(
+      (s) => s.unplugLate === true && s.outcome !== 'unplugged',
+    ).length,
     pluggedByteMs: memoryArea(metrics.memory, 'pluggedBytes', -Infinity, endMs),
     usedByteMs: memoryArea(metrics.memory, 'usedBytes', -Infinity, endMs),
   };

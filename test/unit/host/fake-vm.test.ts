@@ -194,6 +194,28 @@ describe('FakeVm', () => {
     expect(vm.pinnedBytes).toBe(0);
   });
 
+  it('with leftOnExit, every exited instance holds unmovable pages for a while', async () => {
+    expect(() => new FakeVm({ mode: 'unbound', leftOnExit: { bytes: 2 * MiB, forMs: 1 } })).toThrow(
+      /ZONE_NORMAL/,
+    );
+    const vm = new FakeVm({
+      mode: 'unbound',
+      onlining: 'kernel',
+      leftOnExit: { bytes: 4 * MiB, forMs: 60_000 },
+    });
+    const plugged = vm.hotplug.resize(256 * MiB, { timeoutMs: 1_000 });
+    await vm.clock.advance(30);
+    await plugged;
+    const { id } = await vm.agent.createInstance({ command, memoryBytes: 128 * MiB });
+    expect(vm.pinnedBytes).toBe(0);
+    vm.crash(id);
+    expect(vm.pinnedBytes).toBe(4 * MiB);
+    await vm.clock.advance(59_000);
+    expect(vm.pinnedBytes).toBe(4 * MiB);
+    await vm.clock.advance(1_000);
+    expect(vm.pinnedBytes).toBe(0);
+  });
+
   it('stops waiting for a resize when its signal aborts; the request stands', async () => {
     const vm = new FakeVm({ mode: 'unbound' });
     const abort = new AbortController();

@@ -90,6 +90,11 @@ export interface FakeVmOptions {
    * default) takes no unmovable kernel allocation; kernel (ZONE_NORMAL) does (pinUnmovable).
    */
   onlining?: 'movable' | 'kernel';
+  /**
+   * ZONE_NORMAL only: every exiting instance leaves this much of its memory unmovable for a
+   * while (pinOnExit for each), as socket buffers in TIME_WAIT do for 60 s.
+   */
+  leftOnExit?: { bytes: number; forMs: number };
   regionBytes?: number;
   /** Guest time per 128 MiB memory block plugged or unplugged. */
   blockStepMs?: number;
@@ -126,11 +131,14 @@ export class FakeVm {
   failInvokes = 0;
   /** normal: reclaim after the delay; silent: never report; fail: report partition-reclaim-failed. */
   reclaim: 'normal' | 'silent' | 'fail' = 'normal';
-  readonly #options: Required<Omit<FakeVmOptions, 'hotplug'>>;
+  readonly #options: Required<Omit<FakeVmOptions, 'hotplug' | 'leftOnExit'>> &
+    Pick<FakeVmOptions, 'leftOnExit'>;
   /** Unmovable kernel pages in plugged ZONE_NORMAL memory, by pin. */
   readonly #pins = new Set<{ bytes: number }>();
   /** Pins placed when an instance exits, by instance id. */
   readonly #pinsOnExit = new Map<string, { bytes: number }>();
+  /** leftOnExit: starts the timer that frees an instance's pin once it has exited. */
+  readonly #freeAfterExit = new Map<string, () => void>();
   /** The guest driver's next retry interval, and the timer while it waits for it. */
   #retryMs = RETRY_TIMER_MIN_MS;
   #cancelRetryTimer: (() => void) | undefined;
@@ -155,6 +163,9 @@ export class FakeVm {
     };
     if (this.#options.mode === 'bound' && this.#options.onlining !== 'movable') {
       throw new Error('fake: HotMem onlines plugged blocks into partitions, not ZONE_NORMAL');
+    }
+    if (options.leftOnExit && this.#options.onlining !== 'kernel') {
+      throw new Error('fake: unmovable pages go to ZONE_NORMAL; this guest onlines movable');
     }
     this.hotplug = options.hotplug ?? this.#makeHotplug();
     this.agent = this.#makeAgent();
@@ -383,6 +394,11 @@ export class FakeVm {
         const id = `i-${this.#nextInstance++}`;
         this.instances.set(id, { id, bytes, partition, state: 'running', serving: false });
         this.log.push(`start ${id}`);
+        const left = this.#options.leftOnExit;
+        if (left) {
+          const free = this.pinOnExit(id, Math.min(left.bytes, bytes));
+          this.#freeAfterExit.set(id, () => this.clock.setTimeout(free, left.forMs));
+        }
         return { id, pid: 1000 + this.#nextInstance, partition };
       },
       stopInstance: async (id) => {
@@ -425,6 +441,8 @@ export class FakeVm {
     const left = this.#pinsOnExit.get(instance.id);
     this.#pinsOnExit.delete(instance.id);
     if (left) this.#pins.add(left);
+    this.#freeAfterExit.get(instance.id)?.();
+    this.#freeAfterExit.delete(instance.id);
     this.log.push(`${how} ${instance.id}`);
     this.#emit({ type: 'instance-exited', instance: summaryOf(instance) });
     this.#step();
