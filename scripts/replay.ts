@@ -4,8 +4,11 @@
 //
 //   tsx scripts/replay.ts [--shape bursty|steady] [--seed N] [--functions N] [--minutes N]
 //                         [--compression N] [--budget SIZE] [--keep-alive MS] [--evict-idle yes|no]
-//                         [--modes stock,hotmem,hotmem-kept] [--function native|node] [--out DIR]
-//                         [--kernel BZIMAGE]
+//                         [--modes stock,stock-kernel,hotmem,hotmem-kept] [--function native|node]
+//                         [--out DIR] [--kernel BZIMAGE]
+//
+// Modes (testbed/replay-modes.ts): stock, stock-kernel (stock with plugged blocks onlined to
+// ZONE_NORMAL; runs after the others), hotmem, hotmem-kept.
 //   tsx scripts/replay.ts --report RESULTS.json   (redraws the report and plots of a saved run)
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +19,7 @@ import { generateTrace } from '../lib/host/trace/generate.js';
 import { latencyCdfSpec, memoryTimelineSpec, renderSvg } from './testbed/charts.js';
 import { projectRoot } from './testbed/paths.js';
 import { type ModeRun, REPLAY_AGENT_PORT, replayInGuest } from './testbed/replay-guest.js';
+import { replayModeSchema, runOrder } from './testbed/replay-modes.js';
 import { replayReport } from './testbed/replay-report.js';
 import { bootGuest, buildHotMemKernel } from './testbed/testbed.js';
 import { GiB } from './testbed/vm.js';
@@ -33,7 +37,7 @@ const optionsSchema = z
     modes: z
       .string()
       .transform((text) => text.split(','))
-      .pipe(z.array(z.enum(['stock', 'hotmem', 'hotmem-kept'])).min(1)),
+      .pipe(z.array(replayModeSchema).min(1)),
     function: z.enum(['native', 'node']),
     out: z.string(),
     kernel: z.string().optional(),
@@ -130,6 +134,18 @@ async function main(): Promise<void> {
   });
   console.error(`trace: ${trace.source}: ${trace.invocations.length} invocations`);
 
+  const modes = runOrder(o.modes);
+  if (modes.join() !== o.modes.join())
+    console.error(`modes run in this order: ${modes.join(', ')}`);
+  const controller = {
+    budgetBytes: o.budget,
+    keepAliveMs: o['keep-alive'],
+    evictIdle: o['evict-idle'],
+    reclaimTimeoutMs: 30_000,
+    resizeTimeoutMs: 120_000,
+    plugTimeoutMs: 120_000,
+    unplugTimeoutMs: 30_000,
+  };
   const g = await bootGuest(o.kernel ?? (await buildHotMemKernel()), {
     hotplugRegion: Math.max(2 * GiB, o.budget),
     guestPorts: [7070, REPLAY_AGENT_PORT],
@@ -138,18 +154,11 @@ async function main(): Promise<void> {
   const runs: ModeRun[] = [];
   let failure: unknown;
   try {
-    for (const mode of o.modes) {
+    for (const mode of modes) {
       runs.push(
         await replayInGuest(g, trace, mode, {
           function: o.function,
-          controller: {
-            budgetBytes: o.budget,
-            keepAliveMs: o['keep-alive'],
-            evictIdle: o['evict-idle'],
-            reclaimTimeoutMs: 30_000,
-            resizeTimeoutMs: 120_000,
-            plugTimeoutMs: 120_000,
-          },
+          controller,
           progress: (line) => console.error(line),
         }),
       );
@@ -168,6 +177,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     accel: g.vm.accel,
     options: o,
+    controller,
     trace: trace.source,
   };
   writeFileSync(`${base}.json`, `${JSON.stringify({ meta, trace, runs }, null, 2)}\n`);

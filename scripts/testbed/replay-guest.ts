@@ -1,7 +1,8 @@
 // A trace replayed against a real guest of the test bed: the in-guest agent started for the
-// mode (bound for hotmem, --unbound for stock), the host controller driving QEMU's virtio-mem
-// device over QMP, every invocation relayed by the agent to a function instance in the guest.
-// Both modes run in one booted VM, one after the other, on the same trace and budget.
+// mode (bound for hotmem, --unbound for stock), the guest onlining plugged blocks as the mode
+// says (replay-modes.ts), the host controller driving QEMU's virtio-mem device over QMP, every
+// invocation relayed by the agent to a function instance in the guest. All modes run in one
+// booted VM, one after the other, on the same trace and budget.
 import { AgentClient } from '../../lib/agent/client.js';
 import { AgentInvoker } from '../../lib/host/controller/agent-invoker.js';
 import type {
@@ -14,7 +15,8 @@ import { type ReplaySummary, replay } from '../../lib/host/replay.js';
 import type { Trace } from '../../lib/host/trace/trace.js';
 import type { Logger } from '../../lib/log.js';
 import { GUEST_FUNCTION, GUEST_NATIVE_FUNCTION, GUEST_PACKAGE } from './initramfs.js';
-import { type Guest, vmstatSnapshot } from './testbed.js';
+import { REPLAY_MODES, type ReplayMode } from './replay-modes.js';
+import { blockStates, type Guest, vmstatSnapshot } from './testbed.js';
 import { MiB } from './vm.js';
 
 /** The agent's TCP port in the guest; bootGuest must forward it (guestPorts). */
@@ -25,13 +27,6 @@ const TOKEN_FILE = '/run/replay-agent-token';
 const FIRST_INSTANCE_PORT = 9000;
 const INSTANCE_PORTS = 20_000;
 
-/**
- * stock and hotmem give memory back on scale-down; hotmem-kept is HotMem with reclamation
- * towards the host disabled (instances stop, partitions are reclaimed in the guest, the device
- * never shrinks): the baseline for what giving memory back costs latency.
- */
-export type ReplayMode = 'hotmem' | 'stock' | 'hotmem-kept';
-
 export interface ModeRun {
   mode: ReplayMode;
   summary: ReplaySummary;
@@ -41,6 +36,11 @@ export interface ModeRun {
   /** The device's plugged size once the controller closed, and before it started. */
   pluggedAfterBytes: number;
   pluggedBeforeBytes: number;
+  /**
+   * The zones hot-plugged blocks were seen online in (valid_zones, read every 10 s), so a run
+   * shows where its memory went; absent from runs saved before it existed.
+   */
+  zonesSeen?: string[];
   wallMs: number;
 }
 
@@ -96,7 +96,7 @@ async function startAgent(
     `0.0.0.0:${REPLAY_AGENT_PORT}`,
     '--token-file',
     TOKEN_FILE,
-    ...(mode === 'stock' ? ['--unbound'] : []),
+    ...(REPLAY_MODES[mode].controller === 'stock' ? ['--unbound'] : []),
   ]);
   const port = g.vm.hostPorts.get(REPLAY_AGENT_PORT);
   if (port === undefined) throw new Error(`the guest's port ${REPLAY_AGENT_PORT} is not forwarded`);
@@ -115,14 +115,38 @@ async function startAgent(
 }
 
 /**
- * How the guest onlines hot-plugged memory: stock Linux onlines it movable as it arrives (as
- * distributions' udev rules do); with HotMem it stays offline until a partition takes it.
+ * How the guest onlines hot-plugged memory: stock Linux onlines it as it arrives, movable (as
+ * distributions' udev rules do) or, for stock-kernel, to ZONE_NORMAL; with HotMem it stays offline
+ * until a partition takes it.
  */
 async function setAutoOnline(g: Guest, mode: ReplayMode): Promise<void> {
   await g.guest.write(
     '/sys/devices/system/memory/auto_online_blocks',
-    mode === 'stock' ? 'online_movable' : 'offline',
+    REPLAY_MODES[mode].autoOnline,
   );
+}
+
+const bootBlocks = new WeakMap<Guest, Promise<Set<string>>>();
+
+/**
+ * The guest's boot memory blocks, read at its first run (the guest removes a hot-plugged block a
+ * moment after its last sub-block is unplugged, so a later read may still list one).
+ */
+function bootBlockNames(g: Guest): Promise<Set<string>> {
+  let names = bootBlocks.get(g);
+  if (!names) {
+    names = blockStates(g.guest).then((states) => new Set(Object.keys(states)));
+    bootBlocks.set(g, names);
+  }
+  return names;
+}
+
+/** Adds the zones of the online hot-plugged blocks (those not in `boot`) to `zones`. */
+async function sampleZones(g: Guest, boot: Set<string>, zones: Set<string>): Promise<void> {
+  for (const [name, state] of Object.entries(await blockStates(g.guest))) {
+    const [status, ...valid] = state.split(' ');
+    if (!boot.has(name) && status === 'online') zones.add(valid.join(' '));
+  }
 }
 
 /** Replays `trace` in one mode; the device must be at its floor (nothing plugged by others). */
@@ -132,10 +156,21 @@ export async function replayInGuest(
   mode: ReplayMode,
   options: ReplayOptions,
 ): Promise<ModeRun> {
+  const spec = REPLAY_MODES[mode];
+  const [requestedBeforeBytes, pluggedBeforeBytes] = await Promise.all([
+    g.vm.virtioMem.requestedSize(),
+    g.vm.virtioMem.size(),
+  ]);
+  if (pluggedBeforeBytes !== requestedBeforeBytes) {
+    throw new Error(
+      `${mode}: the device holds ${pluggedBeforeBytes} bytes, ${requestedBeforeBytes} requested: ` +
+        'an earlier run left memory the guest could not unplug, and this run would start on it',
+    );
+  }
+  const boot = await bootBlockNames(g);
   await setAutoOnline(g, mode);
   const agent = await startAgent(g, mode);
   try {
-    const pluggedBeforeBytes = await g.vm.virtioMem.size();
     const moved = await vmstatSnapshot(g.guest);
     const controller = new Controller(
       {
@@ -147,27 +182,29 @@ export async function replayInGuest(
       },
       {
         ...options.controller,
-        mode: mode === 'stock' ? 'stock' : 'hotmem',
-        giveBackMemory: mode !== 'hotmem-kept',
+        mode: spec.controller,
+        giveBackMemory: spec.giveBackMemory,
       },
     );
     await controller.start();
     const started = Date.now();
-    const ticker =
-      options.progress &&
-      setInterval(() => {
-        const done = controller.metrics.invocations.length;
-        const failed = controller.metrics.invocations.filter((i) => i.error !== null).length;
-        const plugged = controller.metrics.memory.at(-1)?.pluggedBytes ?? 0;
-        options.progress?.(
-          `${mode}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${done}/${trace.invocations.length} invocations done (${failed} failed), ${plugged / MiB} MiB plugged`,
-        );
-      }, 10_000);
+    const zones = new Set<string>();
+    let sampling = Promise.resolve();
+    const ticker = setInterval(() => {
+      sampling = sampling.then(() => sampleZones(g, boot, zones)).catch(() => {});
+      const done = controller.metrics.invocations.length;
+      const failed = controller.metrics.invocations.filter((i) => i.error !== null).length;
+      const plugged = controller.metrics.memory.at(-1)?.pluggedBytes ?? 0;
+      options.progress?.(
+        `${mode}: ${((Date.now() - started) / 1000).toFixed(0)} s, ${done}/${trace.invocations.length} invocations done (${failed} failed), ${plugged / MiB} MiB plugged`,
+      );
+    }, 10_000);
     let summary: ReplaySummary;
     try {
       summary = await replay(trace, controller, systemClock);
     } finally {
-      if (ticker) clearInterval(ticker);
+      clearInterval(ticker);
+      await sampling;
     }
     return {
       mode,
@@ -176,12 +213,34 @@ export async function replayInGuest(
       pagesMigrated: await moved('pgmigrate_success'),
       pluggedBeforeBytes,
       pluggedAfterBytes: await g.vm.virtioMem.size(),
+      zonesSeen: [...zones].sort(),
       wallMs: Date.now() - started,
     };
   } finally {
     await g.guest.signal(agent.pid, 'SIGTERM');
     await g.guest.wait(agent.pid, 60_000);
-    // What the kept run left plugged is offline and free once the agent has stopped.
-    if (mode === 'hotmem-kept') await g.vm.virtioMem.resize(0, { timeoutMs: 120_000 });
+    await backToFloor(g, mode, requestedBeforeBytes, options.progress);
+  }
+}
+
+/**
+ * Brings the device back to the size it had before the run. What the kept run left plugged is
+ * offline and free once the agent has stopped; what a ZONE_NORMAL run could not unplug may come
+ * out now that no instance runs (sending the request again wakes the guest driver at once).
+ * Memory still plugged after that is reported, and the next run refuses to start on it.
+ */
+async function backToFloor(
+  g: Guest,
+  mode: ReplayMode,
+  floorBytes: number,
+  progress: ((line: string) => void) | undefined,
+): Promise<void> {
+  if ((await g.vm.virtioMem.size()) === floorBytes) return;
+  try {
+    await g.vm.virtioMem.resize(floorBytes, { timeoutMs: 120_000 });
+  } catch (error) {
+    progress?.(
+      `${mode}: the device did not come back to ${floorBytes} bytes: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
 }

@@ -1,11 +1,13 @@
 // The report of a replay: per mode throughput, latency percentiles with and without queueing,
-// cold starts, evictions, reclaim and unplug latency, pages migrated and memory-time;
-// HotMem/stock ratios with bootstrap intervals over the invocations of the one run; and the
-// series the plots draw.
+// cold starts, evictions, reclaim and unplug latency, late and stranded unplugs, pages migrated
+// and memory-time; HotMem against each stock mode that ran (stock, stock-kernel), as ratios with
+// bootstrap intervals over the invocations of the one run; and the series the plots draw, named
+// as replay-modes.ts names the modes.
 import type { InvocationRecord } from '../../lib/host/controller/controller.js';
 import { memoryArea, percentile } from '../../lib/host/replay.js';
 import type { InvocationCount, MemoryPoint } from './charts.js';
 import type { ModeRun } from './replay-guest.js';
+import { modeLabel, REPLAY_MODES, type ReplayMode } from './replay-modes.js';
 import { median, ratioInterval } from './report.js';
 
 const MiB = 2 ** 20;
@@ -30,6 +32,9 @@ export interface ModeFigures {
   latencyWithoutQueueMs: { p50: number; p99: number; p999: number };
   reclaimMsP50: number | null;
   unplugMs: { p50: number; p99: number };
+  /** Unplugs not done in the controller's unplugTimeoutMs: done later, and never done. */
+  lateUnplugs: number;
+  strandedUnplugs: number;
   pagesMigrated: number;
   /** Mean plugged and used memory over the run. */
   meanPluggedMiB: number;
@@ -76,6 +81,12 @@ export function modeFigures(run: ModeRun): ModeFigures {
     latencyWithoutQueueMs: three(done.map(withoutQueueing)),
     reclaimMsP50: run.summary.reclaimMs?.p50 ?? null,
     unplugMs: { p50: percentile(unplugs, 50), p99: percentile(unplugs, 99) },
+    // From the records, as evictions: runs saved before unplugLate existed have none.
+    lateUnplugs: run.metrics.scaleDowns.filter((s) => s.unplugLate === true && s.unplugMs !== null)
+      .length,
+    strandedUnplugs: run.metrics.scaleDowns.filter(
+      (s) => s.unplugLate === true && s.unplugMs === null,
+    ).length,
     pagesMigrated: run.pagesMigrated,
     meanPluggedMiB: meanOver(run, first, last, 'pluggedBytes') / MiB,
     meanUsedMiB: meanOver(run, first, last, 'usedBytes') / MiB,
@@ -98,53 +109,79 @@ export interface ReplayReport {
   figures: ModeFigures[];
   memory: MemoryPoint[];
   invocationsPerSecond: InvocationCount[];
-  /** Latency with queueing, per mode, for the CDF. */
+  /** Latency with queueing, per mode (by its label), for the CDF. */
   latencies: Record<string, number[]>;
   /**
-   * Per mode, each scale-down that gave its memory back: from the instance's exit to the
+   * Per mode (by its label), each scale-down that gave its memory back: from the instance's exit to the
    * unplug done (HotMem: reclaim, then unplug; stock: unplug, migration included).
    */
   memoryBackMs: Record<string, number[]>;
 }
 
+/** Stock modes HotMem is compared against, in the order their ratios are given. */
+const BASELINES = (Object.keys(REPLAY_MODES) as ReplayMode[]).filter(
+  (mode) => REPLAY_MODES[mode].controller === 'stock' && REPLAY_MODES[mode].giveBackMemory,
+);
+
 export function replayReport(runs: ModeRun[]): ReplayReport {
   const figures = runs.map(modeFigures);
   const rows = figures.map(
     (f) =>
-      `| ${f.mode} | ${f.invocations} | ${f.failed} | ${f.coldStarts} | ${f.evictions} | ` +
+      `| ${modeLabel(f.mode)} | ${f.invocations} | ${f.failed} | ${f.coldStarts} | ${f.evictions} | ` +
       `${fixed(f.coldStartMs.p50)} / ${fixed(f.coldStartMs.p90)} | ${fixed(f.plugWaitMs.p50)} / ${fixed(f.plugWaitMs.p90)} | ` +
       `${fixed(f.throughputPerS, 2)} | ` +
       `${fixed(f.latencyMs.p50)} / ${fixed(f.latencyMs.p99)} / ${fixed(f.latencyMs.p999)} | ` +
       `${fixed(f.latencyWithoutQueueMs.p50)} / ${fixed(f.latencyWithoutQueueMs.p99)} | ` +
       `${fixed(f.reclaimMsP50, 1)} | ${fixed(f.unplugMs.p50)} / ${fixed(f.unplugMs.p99)} | ` +
+      `${f.lateUnplugs} / ${f.strandedUnplugs} | ` +
       `${f.pagesMigrated} | ${fixed(f.meanPluggedMiB)} / ${fixed(f.meanUsedMiB)} | ${f.stranded} |`,
   );
   const lines = [
-    '| mode | invocations | failed | cold | evicted | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | pages migrated | mean plugged / used MiB | stranded |',
-    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
+    '| mode | invocations | failed | cold | evicted | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | unplugs late / never done | pages migrated | mean plugged / used MiB | stranded |',
+    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: |',
     ...rows,
   ];
-  const stock = runs.find((r) => r.mode === 'stock');
+  if (figures.some((f) => f.lateUnplugs + f.strandedUnplugs > 0)) {
+    lines.push(
+      '',
+      "Unplugs late: not done within the controller's unplug timeout, done later (their time is in " +
+        'the unplug figures); never done: still not done when the run ended (not in them).',
+    );
+  }
+  const zones = runs.filter((r) => r.zonesSeen !== undefined);
+  if (zones.length > 0) {
+    lines.push(
+      '',
+      `Zones of hot-plugged blocks seen online: ${zones
+        .map((r) => `${modeLabel(r.mode)}: ${r.zonesSeen?.join(', ') || 'none'}`)
+        .join('; ')}.`,
+    );
+  }
   const hotmem = runs.find((r) => r.mode === 'hotmem');
-  if (stock && hotmem) {
+  const fh = figures.find((f) => f.mode === 'hotmem');
+  for (const baseline of BASELINES) {
+    const stock = runs.find((r) => r.mode === baseline);
+    const fs = figures.find((f) => f.mode === baseline);
+    if (!stock || !hotmem || !fs || !fh) continue;
     const s = completed(stock);
     const h = completed(hotmem);
     const p99 = (xs: number[]) => percentile(xs, 99);
     const unplugs = (run: ModeRun) =>
       run.metrics.scaleDowns.flatMap((d) => (d.unplugMs === null ? [] : [d.unplugMs]));
-    const [fs, fh] = [
-      figures.find((f) => f.mode === 'stock'),
-      figures.find((f) => f.mode === 'hotmem'),
-    ];
     lines.push(
       '',
-      'Ratios, same VM, same trace, one run (intervals: bootstrap over the invocations):',
+      `HotMem against ${modeLabel(baseline)}, same VM, same trace, one run (intervals: bootstrap over the invocations):`,
       '',
-      `- throughput hotmem/stock: ${fixed((fh?.throughputPerS ?? Number.NaN) / (fs?.throughputPerS ?? Number.NaN), 2)}x`,
-      `- ${ratioLine('latency p50 stock/hotmem', s.map(latency), h.map(latency), median)}`,
-      `- ${ratioLine('latency p99 stock/hotmem', s.map(latency), h.map(latency), p99)}`,
-      `- ${ratioLine('unplug p50 stock/hotmem', unplugs(stock), unplugs(hotmem), median)}`,
+      `- throughput hotmem/${baseline}: ${fixed(fh.throughputPerS / fs.throughputPerS, 2)}x`,
+      `- ${ratioLine(`latency p50 ${baseline}/hotmem`, s.map(latency), h.map(latency), median)}`,
+      `- ${ratioLine(`latency p99 ${baseline}/hotmem`, s.map(latency), h.map(latency), p99)}`,
+      `- ${ratioLine(`unplug p50 ${baseline}/hotmem`, unplugs(stock), unplugs(hotmem), median)}`,
     );
+    if (fs.strandedUnplugs > 0) {
+      lines.push(
+        `- ${baseline}: ${fs.strandedUnplugs} unplugs never done, not in its unplug figures`,
+      );
+    }
   }
   const kept = runs.find((r) => r.mode === 'hotmem-kept');
   if (kept) {
@@ -168,17 +205,18 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
   const latencies: Record<string, number[]> = {};
   const memoryBackMs: Record<string, number[]> = {};
   for (const run of runs) {
+    const series = modeLabel(run.mode);
     // hotmem-kept gives nothing back: its scale-downs end in the guest.
     if (run.mode !== 'hotmem-kept') {
-      memoryBackMs[run.mode] = run.metrics.scaleDowns.flatMap((s) =>
+      memoryBackMs[series] = run.metrics.scaleDowns.flatMap((s) =>
         s.outcome === 'unplugged' && s.unplugMs !== null ? [(s.reclaimMs ?? 0) + s.unplugMs] : [],
       );
     }
     const start = run.metrics.memory[0]?.timeMs ?? 0;
     for (const sample of run.metrics.memory) {
       const timeS = (sample.timeMs - start) / 1000;
-      memory.push({ timeS, series: `${run.mode} plugged`, bytes: sample.pluggedBytes });
-      memory.push({ timeS, series: `${run.mode} used`, bytes: sample.usedBytes });
+      memory.push({ timeS, series: `${series} plugged`, bytes: sample.pluggedBytes });
+      memory.push({ timeS, series: `${series} used`, bytes: sample.usedBytes });
     }
     const perSecond = new Map<number, number>();
     for (const invocation of run.metrics.invocations) {
@@ -189,11 +227,11 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
     for (let second = 0; second <= lastSecond; second++) {
       invocationsPerSecond.push({
         timeS: second,
-        series: run.mode,
+        series,
         invocations: perSecond.get(second) ?? 0,
       });
     }
-    latencies[run.mode] = completed(run).map(latency);
+    latencies[series] = completed(run).map(latency);
   }
   return {
     markdown: lines.join('\n'),

@@ -9,9 +9,9 @@ import { generateTrace } from '../../lib/host/trace/generate.js';
 import {
   type ModeRun,
   REPLAY_AGENT_PORT,
-  type ReplayMode,
   replayInGuest,
 } from '../../scripts/testbed/replay-guest.js';
+import type { ReplayMode } from '../../scripts/testbed/replay-modes.js';
 import {
   bootGuest,
   buildHotMemKernel,

@@ -50,7 +50,7 @@ function run(mode: ModeRun['mode'], latencies: number[], unplugMs: number): Mode
     mode,
     summary: summarize(metrics, end),
     metrics,
-    pagesMigrated: mode === 'stock' ? 500 : 0,
+    pagesMigrated: mode.startsWith('stock') ? 500 : 0,
     pluggedBeforeBytes: 0,
     pluggedAfterBytes: 0,
     wallMs: end,
@@ -99,14 +99,16 @@ describe('replay report', () => {
     expect(report.markdown).toContain(`- throughput hotmem/stock: ${(9 / 7).toFixed(2)}x`);
     // One cold start each: 100 ms, 60 of them waiting for the plug.
     expect(report.markdown).toMatch(/\| stock \| 6 \| 0 \| 1 \| 0 \| 100 \/ 100 \| 60 \/ 60 \|/);
-    expect(report.latencies.hotmem).toEqual([1000, 1000, 1000, 1000, 1000, 2000]);
+    expect(report.latencies.HotMem).toEqual([1000, 1000, 1000, 1000, 1000, 2000]);
     expect(report.memory.filter((m) => m.series === 'stock plugged')).toEqual([
       { timeS: 0, series: 'stock plugged', bytes: 128 * MiB },
       { timeS: 5, series: 'stock plugged', bytes: 0 },
     ]);
-    expect(report.invocationsPerSecond.filter((c) => c.series === 'hotmem')).toHaveLength(6);
+    expect(report.invocationsPerSecond.filter((c) => c.series === 'HotMem')).toHaveLength(6);
     // Reclaim (HotMem only) plus unplug, per scale-down.
-    expect(report.memoryBackMs).toEqual({ stock: [400], hotmem: [22] });
+    expect(report.memoryBackMs).toEqual({ stock: [400], HotMem: [22] });
+    // No stock-kernel run: no ratios against it.
+    expect(report.markdown).not.toMatch(/stock-kernel/);
   });
 
   it('counts evictions beside cold starts, and reads runs saved before scale-downs had a reason', () => {
@@ -119,7 +121,7 @@ describe('replay report', () => {
       reason: 'evicted',
     });
     expect(modeFigures(evicting).evictions).toBe(1);
-    expect(replayReport([evicting]).markdown).toMatch(/^\| hotmem \| 2 \| 0 \| 1 \| 1 \| /m);
+    expect(replayReport([evicting]).markdown).toMatch(/^\| HotMem \| 2 \| 0 \| 1 \| 1 \| /m);
     // As read back from a JSON file of an earlier run.
     const saved = JSON.parse(JSON.stringify(run('stock', [1000], 400))) as ModeRun;
     for (const scaleDown of saved.metrics.scaleDowns) {
@@ -127,5 +129,43 @@ describe('replay report', () => {
     }
     expect(modeFigures(saved).evictions).toBe(0);
     expect(replayReport([saved]).markdown).toMatch(/^\| stock \| 1 \| 0 \| 1 \| 0 \| /m);
+  });
+
+  it('names stock-kernel "stock (ZONE_NORMAL)", counts its late unplugs, and gives HotMem against it too', () => {
+    const stock = run('stock', [2000, 2000, 2000, 2000, 2000, 4000], 400);
+    const kernel = run('stock-kernel', [4000, 4000, 4000, 4000, 4000, 8000], 60_000);
+    const hotmem = run('hotmem', [1000, 1000, 1000, 1000, 1000, 2000], 20);
+    const [late] = kernel.metrics.scaleDowns;
+    if (!late) throw new Error('run() makes one scale-down');
+    late.unplugLate = true;
+    kernel.metrics.scaleDowns.push({
+      ...late,
+      instanceId: 'i-000000000002',
+      unplugMs: null,
+      completedMs: null,
+      outcome: 'stranded',
+    });
+    kernel.zonesSeen = ['Normal'];
+    stock.zonesSeen = ['Movable'];
+    const report = replayReport([stock, hotmem, kernel]);
+    expect(modeFigures(kernel)).toMatchObject({ lateUnplugs: 1, strandedUnplugs: 1, stranded: 0 });
+    expect(report.markdown).toMatch(/^\| stock \(ZONE_NORMAL\) \| 6 \| 0 \| 1 \| 0 \| /m);
+    expect(report.markdown).toMatch(/\| 60000 \/ 60000 \| 1 \/ 1 \| 500 \|/);
+    expect(report.markdown).toMatch(/\| 400 \/ 400 \| 0 \/ 0 \| 500 \|/);
+    // Both stock modes against HotMem, each under its own heading.
+    expect(report.markdown).toContain(`- throughput hotmem/stock: ${(9 / 7).toFixed(2)}x`);
+    expect(report.markdown).toContain(
+      'HotMem against stock (ZONE_NORMAL), same VM, same trace, one run',
+    );
+    // Spans: stock-kernel 5 s + 8 s, hotmem 5 s + 2 s.
+    expect(report.markdown).toContain(`- throughput hotmem/stock-kernel: ${(13 / 7).toFixed(2)}x`);
+    expect(report.markdown).toMatch(/- latency p99 stock-kernel\/hotmem: 4\.00x/);
+    expect(report.markdown).toMatch(/^- unplug p50 stock-kernel\/hotmem: 3000\.00x$/m);
+    expect(report.markdown).toContain('- stock-kernel: 1 unplugs never done');
+    expect(report.markdown).toContain(
+      'Zones of hot-plugged blocks seen online: stock: Movable; stock (ZONE_NORMAL): Normal.',
+    );
+    expect(report.memoryBackMs['stock (ZONE_NORMAL)']).toEqual([60_000]);
+    expect(report.memory.some((m) => m.series === 'stock (ZONE_NORMAL) plugged')).toBe(true);
   });
 });
