@@ -166,9 +166,21 @@ export class MemoryReconciler {
         const generation = this.#generation;
         const goal = this.#target;
         if (this.#requested === goal) {
-          if (this.#plugged !== goal && !(await this.#readStanding())) return;
-          // The target may have moved while the size was read.
-          if (this.#generation !== generation) continue;
+          // The request stands: read how far the guest got, never send it again.
+          if (this.#plugged !== goal) {
+            try {
+              await this.#readPlugged();
+            } catch (error) {
+              this.#failed(goal, error);
+              return;
+            }
+            // A new target came while the size was read: it goes now.
+            if (this.#generation !== generation) continue;
+            if (this.#plugged !== goal) {
+              this.#later();
+              return;
+            }
+          }
           this.#release(generation);
           return;
         }
@@ -208,22 +220,6 @@ export class MemoryReconciler {
     }
   }
 
-  /**
-   * The request stands and the guest was not there yet: reads the plugged size; true once it
-   * is there, otherwise reads again after retryDelayMs (or at once for a new target).
-   */
-  async #readStanding(): Promise<boolean> {
-    try {
-      await this.#readPlugged();
-    } catch (error) {
-      this.#failed(this.#requested, error);
-      return false;
-    }
-    if (this.#plugged === this.#requested) return true;
-    this.#later();
-    return false;
-  }
-
   /** Reads the plugged size and takes it, unless a newer report came while it was read. */
   async #readPlugged(): Promise<void> {
     const reports = this.#pluggedReports;
@@ -258,9 +254,12 @@ export class MemoryReconciler {
       this.#options.onChange();
       this.#release(undefined);
     }
+    const stands =
+      error instanceof HotplugMemoryError &&
+      (error.code === 'ERR_RESIZE_TIMEOUT' || error.code === 'ERR_SAME_SIZE');
     this.#options.logger.warn(
       { err: error, requestedBytes: bytes, retryInMs: this.#options.retryDelayMs },
-      this.#requested === bytes
+      stands
         ? 'resize not done in time; the request stands, reading the size until it is'
         : 'resize failed; retrying',
     );

@@ -132,6 +132,46 @@ describe('MemoryReconciler', () => {
     expect([memory.pluggedBytes, memory.ceilingBytes]).toEqual([132 * MiB, 132 * MiB]);
   });
 
+  it('sends a target that came while a standing request was read at once, not at the next read', async () => {
+    const vm = new FakeVm({ mode: 'unbound', onlining: 'kernel' });
+    let gate: Promise<void> | undefined;
+    const hotplug = {
+      ...vm.hotplug,
+      size: async () => {
+        await gate;
+        return vm.hotplug.size();
+      },
+    };
+    const memory = new MemoryReconciler(
+      hotplug,
+      { requestedBytes: 0, pluggedBytes: 0 },
+      {
+        stepBytes: 1024 * MiB,
+        resizeTimeoutMs: 1_000,
+        retryDelayMs: 100,
+        clock: vm.clock,
+        logger: silentLogger(),
+        onChange: () => {},
+      },
+    );
+    const plugged = memory.whenSettled(memory.setTarget(256 * MiB));
+    await vm.clock.advance(100);
+    await plugged;
+    vm.pinUnmovable(4 * MiB);
+    memory.setTarget(0);
+    await vm.clock.advance(1_050); // timed out at 4 MiB; the size is read every 100 ms
+    let open = () => {};
+    gate = new Promise((resolve) => {
+      open = resolve;
+    });
+    await vm.clock.advance(100); // a read, held at the gate
+    memory.setTarget(128 * MiB);
+    gate = undefined;
+    open();
+    await vm.clock.advance(0);
+    expect(vm.resizes).toEqual([256 * MiB, 0, 128 * MiB]);
+  });
+
   it('stops waiting on close(): the request stands and nothing is left polling', async () => {
     const { vm, memory } = await pinnedGuest(256 * MiB, 120_000);
     memory.setTarget(0);
