@@ -10,7 +10,7 @@
 // HOTMEM_RACE_CYCLES (default 400, about 290 s on the 2-core TCG test bed) and
 // HOTMEM_RACE_SECONDS (the guest's time budget for them, default 420) size the run, and
 // HOTMEM_RACE_EXHAUST_EVERY (default the program's, 100) how often a cycle exhausts its partition;
-// HOTMEM_RACE=1 runs it where it is known to fail (v4, and v5 for now; see knownFailure());
+// HOTMEM_RACE=1 runs it where it is known to fail (v4 and v5; see knownFailure());
 // HOTMEM_RACE_SERIES boots another series directory (a copy of an earlier revision, say) instead
 // of kernel-patches/v6.12; HOTMEM_RACE_OUT is where the console, the program's output and every
 // kernel report are saved (test-results/race-stress). Series v4 and v5 are skipped, with the
@@ -19,6 +19,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestBinary } from '../../scripts/testbed/initramfs.js';
+import {
+  isStockHotRemoveReport,
+  kernelReports,
+  reportTime,
+} from '../../scripts/testbed/kernel-reports.js';
 import { projectRoot } from '../../scripts/testbed/paths.js';
 import {
   bootGuest,
@@ -41,31 +46,27 @@ const MEMORY_BLOCK = 128 * MiB;
 /** What the host asks for, at random: 2 to 12 memory blocks. */
 const SIZES = Array.from({ length: 11 }, (_, i) => (i + 2) * MEMORY_BLOCK);
 
-/** The first line of a kernel report: each is saved with what follows it. */
-const REPORT_START =
-  /(WARNING:|BUG:|Oops|Kernel panic|KASAN|possible circular locking|INFO: task|Call Trace|inconsistent lock state|possible recursive locking|suspicious RCU usage|sleeping function called from invalid context)/;
-
-/** HOTMEM_ABI_VERSION of the uapi header a series directory's patches add. */
-function seriesAbiVersion(series: string): number | undefined {
-  const header = join(series, '..', 'uapi/linux/hotmem.h');
-  if (!existsSync(header)) return undefined;
-  const m = /^#define HOTMEM_ABI_VERSION\s+(\d+)/m.exec(readFileSync(header, 'utf8'));
+/** The revision of a series directory: N of its cover letter's "[PATCH vN 00/M]". */
+function seriesRevision(series: string): number | undefined {
+  const cover = join(series, '0000-cover-letter.patch');
+  if (!existsSync(cover)) return undefined;
+  const m = /^Subject: \[PATCH v(\d+) 0+\//m.exec(readFileSync(cover, 'utf8'));
   return m?.[1] ? Number(m[1]) : undefined;
 }
 
 /**
- * Series v4 (ABI 1) fails this suite: a bind that lands while the target execs binds the mm the
- * exec is about to drop, returns 0 and leaves the process unbound (v5 reworks bind against exec
- * and fork). Its findings are in the report of the branch that added this suite; it runs on v4
- * only when asked to, and so does v5 until its deadlock (a drain under mem_hotplug_lock inside
- * virtio-mem's hotplug_mutex) is fixed.
+ * Revisions v4 and v5 fail this suite, each in its own way, and run only when asked to. v4: a
+ * bind that lands while the target execs binds the mm the exec is about to drop, returns 0 and
+ * leaves the process unbound (v5 reworks bind against exec and fork). v5: a drain under
+ * mem_hotplug_lock inside virtio-mem's hotplug_mutex deadlocks against a reclaim's offline
+ * (v6 drains there without the lock).
  */
 function knownFailure(series: string, env: NodeJS.ProcessEnv): string | undefined {
-  const abi = seriesAbiVersion(series);
-  if (env.HOTMEM_RACE === '1' || abi === undefined) return undefined;
-  if (abi < 2)
-    return `series with HOTMEM_ABI_VERSION ${abi} (v4) lose binds that race exec (HOTMEM_IOC_BIND returns 0, the process is left unbound); HOTMEM_RACE=1 runs it anyway`;
-  return 'series v5 deadlocks under it: virtio-mem holds its hotplug_mutex and waits in hotmem_claim_range() for mem_hotplug_lock, which a reclaim holds while its offline waits for that mutex (v5 cover letter, Known limitations); HOTMEM_RACE=1 runs it';
+  const revision = seriesRevision(series);
+  if (env.HOTMEM_RACE === '1' || revision === undefined || revision > 5) return undefined;
+  if (revision < 5)
+    return `series v${revision} loses binds that race exec (HOTMEM_IOC_BIND returns 0, the process is left unbound); HOTMEM_RACE=1 runs it anyway`;
+  return 'series v5 deadlocks under it: virtio-mem holds its hotplug_mutex and waits in hotmem_claim_range() for mem_hotplug_lock, which a reclaim holds while its offline waits for that mutex (fixed in v6); HOTMEM_RACE=1 runs it';
 }
 
 function raceKernel(env: NodeJS.ProcessEnv = process.env): HotMemKernel {
@@ -81,28 +82,6 @@ function raceKernel(env: NodeJS.ProcessEnv = process.env): HotMemKernel {
     series,
     unavailable: debug.unavailable ?? unavailable,
   };
-}
-
-/**
- * Each kernel report in the console: from its first line to the end of its trace (or 200
- * lines), with the 5 lines before it. A lockdep report's chains run to 100 lines and more.
- */
-export function kernelReports(console: string): string[] {
-  const lines = console.split('\n');
-  const reports: string[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    if (!REPORT_START.test(lines[i] ?? '')) continue;
-    let end = Math.min(lines.length, i + 200);
-    for (let j = i + 1; j < end; j++) {
-      if (/---\[ end trace|<\/TASK>|^\[[\s\d.]+\] ={10,}$/.test((lines[j] ?? '').trim())) {
-        end = j + 1;
-        break;
-      }
-    }
-    reports.push(lines.slice(Math.max(0, i - 5), end).join('\n'));
-    i = end - 1;
-  }
-  return reports;
 }
 
 /** Saves the console and each kernel report in it under OUT; returns the reports. */
@@ -242,7 +221,9 @@ describe.skipIf(kernel.unavailable !== undefined)(
           .resize(0, { timeoutMs: 120_000 })
           .then(() => true)
           .catch(() => false);
-        const reports = saveConsole(vm.consoleLog);
+        const allReports = saveConsole(vm.consoleLog);
+        const stockReports = allReports.filter(isStockHotRemoveReport);
+        const reports = allReports.filter((r) => !isStockHotRemoveReport(r));
         const summary = {
           exit: run.code ?? run.signal,
           resizes: resizer.requests,
@@ -250,6 +231,8 @@ describe.skipIf(kernel.unavailable !== undefined)(
           settledBeforeFinalReclaim: settled,
           unpluggedAtEnd: unplugged,
           kernelReports: reports.length,
+          stockLockdepReports: stockReports.length,
+          lockdepOffAtSeconds: stockReports[0] ? (reportTime(stockReports[0]) ?? null) : null,
           ...result,
         };
         writeFileSync(join(OUT, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
@@ -257,6 +240,10 @@ describe.skipIf(kernel.unavailable !== undefined)(
         for (const line of run.stdout.split('\n').filter((l) => l.startsWith('RACESTRESS_FAIL')))
           console.log(line);
         for (const r of reports) console.log(`kernel report:\n${r}`);
+        if (stockReports[0])
+          console.log(
+            `stock lockdep report (kn->active against mem_hotplug_lock, see isStockHotRemoveReport()); lockdep off from then on:\n${stockReports[0].split('\n').slice(0, 16).join('\n')}`,
+          );
 
         expect(reports, `kernel reports (saved in ${OUT}/kernel-reports.txt)`).toEqual([]);
         expect(result, `no RACESTRESS_RESULT in the program's output: ${run.stderr}`).toBeDefined();
