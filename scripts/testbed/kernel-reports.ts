@@ -30,14 +30,14 @@ export function kernelReports(console: string): string[] {
 /**
  * A lockdep report that stock 6.12 code makes (read from its source, not seen on a stock build):
  * virtio-mem removes a memory block after a block was onlined through its sysfs state file, and
- * try_remove_memory() unregisters the block's devices
- * under mem_hotplug_lock, so kernfs_drain() waits for kn->active there, while state_store() holds
- * kn->active when it takes mem_hotplug_lock. It cannot deadlock: both also hold
- * device_hotplug_lock, which state_store() only tries (lock_device_hotplug_sysfs()). It is the
- * false positive upstream commit f1037ec0cc8a removed in 5.5 by unregistering the devices before
- * taking the lock, as 6.6.9 still does and 6.12.117 no longer does. The report is recognised by
- * the two locks and where they are taken, and only without a HotMem frame in it. Lockdep turns
- * itself off after any report, so the summary says when it came.
+ * try_remove_memory() unregisters the block's devices under mem_hotplug_lock, so kernfs_drain()
+ * waits for kn->active there, while state_store() holds kn->active when it takes mem_hotplug_lock.
+ * It cannot deadlock: both also hold device_hotplug_lock, which state_store() only tries
+ * (lock_device_hotplug_sysfs()). It is the false positive upstream commit f1037ec0cc8a removed in
+ * 5.5 by unregistering the devices before taking the lock, as 6.6.9 still does and 6.12.117 no
+ * longer does. The report is recognised by the two locks and where they are taken, and only
+ * without a HotMem frame in it. Lockdep turns itself off after any report, so the summary says
+ * when it came.
  */
 export function isStockHotRemoveReport(report: string): boolean {
   return (
