@@ -7,7 +7,7 @@
 // pgmigrate_success), no binding may be lost, the device must give all its memory back, and the
 // console must show no kernel warning, BUG, KASAN or lockdep report.
 //
-// HOTMEM_RACE_CYCLES (default 400, about 290 s on the 2-core TCG test bed) and
+// HOTMEM_RACE_CYCLES (default 400, 156 s of cycles in a v6 run on the 2-core TCG test bed) and
 // HOTMEM_RACE_SECONDS (the guest's time budget for them, default 420) size the run, and
 // HOTMEM_RACE_EXHAUST_EVERY (default the program's, 100) how often a cycle exhausts its partition;
 // HOTMEM_RACE=1 runs it where it is known to fail (v4 and v5; see knownFailure());
