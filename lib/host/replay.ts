@@ -3,7 +3,12 @@
  * controller's clock; once all have completed the controller is closed (every instance scaled
  * down) and its metrics are summarised, so HotMem and stock runs of one trace compare directly.
  */
-import type { Controller, ControllerMetrics, MemorySample } from './controller/controller.js';
+import type {
+  Controller,
+  ControllerMetrics,
+  MemorySample,
+  ScaleDownRecord,
+} from './controller/controller.js';
 import type { Clock } from './controller/ports.js';
 import type { Trace } from './trace/trace.js';
 
@@ -66,21 +71,30 @@ export function summarize(metrics: ControllerMetrics, endMs: number): ReplaySumm
     invocations: metrics.invocations.length,
     failed: metrics.invocations.length - completed.length,
     coldStarts: metrics.invocations.filter((i) => i.start === 'cold' && i.error === null).length,
-    evictions: metrics.scaleDowns.filter((s) => s.reason === 'evicted').length,
     latencyMs: percentiles(completed.map((i) => i.completionMs - i.arrivalMs)),
     queueWaitMs: percentiles(completed.map((i) => i.queueWaitMs)),
     reclaimMs: reclaims.length > 0 ? percentiles(reclaims) : null,
     unplugMs: percentiles(unplugged.map((s) => s.unplugMs ?? 0)),
-    strandedScaleDowns: metrics.scaleDowns.filter((s) => s.outcome === 'stranded').length,
-    // Records saved before unplugLate existed have none.
-    lateUnplugs: metrics.scaleDowns.filter(
-      (s) => s.unplugLate === true && s.outcome === 'unplugged',
-    ).length,
-    strandedUnplugs: metrics.scaleDowns.filter(
-      (s) => s.unplugLate === true && s.outcome !== 'unplugged',
-    ).length,
+    ...scaleDownCounts(metrics.scaleDowns),
     pluggedByteMs: memoryArea(metrics.memory, 'pluggedBytes', -Infinity, endMs),
     usedByteMs: memoryArea(metrics.memory, 'usedBytes', -Infinity, endMs),
+  };
+}
+
+/**
+ * Counts over a run's scale-down records. Records saved before a field existed count none: a
+ * scale-down without a reason was never an eviction, one without unplugLate never late.
+ */
+export function scaleDownCounts(
+  scaleDowns: readonly ScaleDownRecord[],
+): Pick<ReplaySummary, 'evictions' | 'strandedScaleDowns' | 'lateUnplugs' | 'strandedUnplugs'> {
+  return {
+    evictions: scaleDowns.filter((s) => s.reason === 'evicted').length,
+    strandedScaleDowns: scaleDowns.filter((s) => s.outcome === 'stranded').length,
+    lateUnplugs: scaleDowns.filter((s) => s.unplugLate === true && s.outcome === 'unplugged')
+      .length,
+    strandedUnplugs: scaleDowns.filter((s) => s.unplugLate === true && s.outcome !== 'unplugged')
+      .length,
   };
 }
 

@@ -4,7 +4,7 @@
 // bootstrap intervals over the invocations of the one run; and the series the plots draw, named
 // as replay-modes.ts names the modes.
 import type { InvocationRecord } from '../../lib/host/controller/controller.js';
-import { memoryArea, percentile } from '../../lib/host/replay.js';
+import { memoryArea, percentile, scaleDownCounts } from '../../lib/host/replay.js';
 import type { InvocationCount, MemoryPoint } from './charts.js';
 import type { ModeRun } from './replay-guest.js';
 import { modeLabel, REPLAY_MODES, type ReplayMode } from './replay-modes.js';
@@ -66,14 +66,15 @@ export function modeFigures(run: ModeRun): ModeFigures {
     p999: percentile(values, 99.9),
   });
   const unplugs = run.metrics.scaleDowns.flatMap((s) => (s.unplugMs === null ? [] : [s.unplugMs]));
+  // From the records, not the summary: runs saved before evictions or late unplugs were counted
+  // have no such count in their summary.
+  const counts = scaleDownCounts(run.metrics.scaleDowns);
   return {
     mode: run.mode,
     invocations: run.metrics.invocations.length,
     failed: run.metrics.invocations.length - done.length,
     coldStarts: cold.length,
-    // From the records, not the summary: runs saved before eviction existed have no count there
-    // (nor a reason on their scale-downs, which were never evictions).
-    evictions: run.metrics.scaleDowns.filter((s) => s.reason === 'evicted').length,
+    evictions: counts.evictions,
     coldStartMs: two(cold.map((i) => i.coldStartMs)),
     plugWaitMs: two(cold.map((i) => i.plugWaitMs)),
     throughputPerS: spanMs > 0 ? done.length / (spanMs / 1000) : Number.NaN,
@@ -81,12 +82,8 @@ export function modeFigures(run: ModeRun): ModeFigures {
     latencyWithoutQueueMs: three(done.map(withoutQueueing)),
     reclaimMsP50: run.summary.reclaimMs?.p50 ?? null,
     unplugMs: { p50: percentile(unplugs, 50), p99: percentile(unplugs, 99) },
-    // From the records, as evictions: runs saved before unplugLate existed have none.
-    lateUnplugs: run.metrics.scaleDowns.filter((s) => s.unplugLate === true && s.unplugMs !== null)
-      .length,
-    strandedUnplugs: run.metrics.scaleDowns.filter(
-      (s) => s.unplugLate === true && s.unplugMs === null,
-    ).length,
+    lateUnplugs: counts.lateUnplugs,
+    strandedUnplugs: counts.strandedUnplugs,
     pagesMigrated: run.pagesMigrated,
     meanPluggedMiB: meanOver(run, first, last, 'pluggedBytes') / MiB,
     meanUsedMiB: meanOver(run, first, last, 'usedBytes') / MiB,
