@@ -363,11 +363,11 @@ export class Controller {
   /**
    * What unplugs under way still hold: their bytes, but no more than the device may hold above
    * the target (an unplug stalled on a few MiB of unmovable pages holds those; one whose memory
-   * a scale-up took back holds nothing). `late: false` leaves out the late ones' bytes.
+   * a scale-up took back holds nothing). Without `includeLate`, late unplugs' bytes are left out.
    */
-  #unplugHeldBytes(late: boolean): number {
+  #unplugHeldBytes(includeLate: boolean): number {
     let pending = 0;
-    for (const unplug of this.#unplugs) if (late || !unplug.late) pending += unplug.bytes;
+    for (const unplug of this.#unplugs) if (includeLate || !unplug.late) pending += unplug.bytes;
     const memory = this.#memory;
     if (!memory) return pending;
     return Math.min(pending, Math.max(0, memory.ceilingBytes - memory.targetBytes));

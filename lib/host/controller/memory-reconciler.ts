@@ -245,18 +245,16 @@ export class MemoryReconciler {
 
   #failed(bytes: number, error: unknown): void {
     this.#failures += 1;
+    // A timed-out request stands in the VMM; so does one refused for being the same size.
+    const stands =
+      error instanceof HotplugMemoryError &&
+      (error.code === 'ERR_RESIZE_TIMEOUT' || error.code === 'ERR_SAME_SIZE');
     if (error instanceof HotplugMemoryError) {
-      // A timed-out request stands in the VMM; so does one refused for being the same size.
-      if (error.code === 'ERR_RESIZE_TIMEOUT' || error.code === 'ERR_SAME_SIZE') {
-        this.#requested = bytes;
-      }
+      if (stands) this.#requested = bytes;
       if (error.lastSize !== undefined) this.#reported(error.lastSize);
       this.#options.onChange();
       this.#release(undefined);
     }
-    const stands =
-      error instanceof HotplugMemoryError &&
-      (error.code === 'ERR_RESIZE_TIMEOUT' || error.code === 'ERR_SAME_SIZE');
     this.#options.logger.warn(
       { err: error, requestedBytes: bytes, retryInMs: this.#options.retryDelayMs },
       stands
