@@ -380,27 +380,27 @@ describe('Controller scale-down ordering and failures', () => {
   });
 });
 
-describe('Controller eviction of idle instances when the queue waits for memory', () => {
-  /** Serves each invocation in turn, leaving its instance idle; the first is the least recent. */
-  async function idleInstances(
-    mode: 'hotmem' | 'stock',
-    invocations: Invocation[],
-    config: Partial<ControllerConfigInput> = {},
-    vmOptions: Partial<FakeVmOptions> = {},
-  ) {
-    const context = await setup(
-      mode,
-      { budgetBytes: 512 * MiB, keepAliveMs: 60_000, ...config },
-      vmOptions,
-    );
-    for (const invocation of invocations) {
-      const done = context.controller.submit(invocation);
-      await context.vm.clock.advance(invocation.durationMs + 100);
-      expect((await done).error).toBeNull();
-    }
-    return context;
+/** Serves each invocation in turn, leaving its instance idle; the first is the least recent. */
+async function idleInstances(
+  mode: 'hotmem' | 'stock',
+  invocations: Invocation[],
+  config: Partial<ControllerConfigInput> = {},
+  vmOptions: Partial<FakeVmOptions> = {},
+) {
+  const context = await setup(
+    mode,
+    { budgetBytes: 512 * MiB, keepAliveMs: 60_000, ...config },
+    vmOptions,
+  );
+  for (const invocation of invocations) {
+    const done = context.controller.submit(invocation);
+    await context.vm.clock.advance(invocation.durationMs + 100);
+    expect((await done).error).toBeNull();
   }
+  return context;
+}
 
+describe('Controller eviction of idle instances when the queue waits for memory', () => {
   it('evicts the least recently used idle instance of another function; the queued one starts cold', async () => {
     const { vm, controller } = await idleInstances('hotmem', [
       call('a', 256, 10),
@@ -634,24 +634,13 @@ describe('Controller stock mode, blocks onlined to ZONE_NORMAL: unplugs virtio-m
    * turn leaves its instance idle (the first is the least recent). Unplugs are reported late
    * after 10 s; resizes are waited for up to 120 s, as in the replay.
    */
-  async function kernelGuest(invocations: Invocation[], config: Partial<ControllerConfigInput>) {
-    const context = await setup(
+  function kernelGuest(invocations: Invocation[], config: Partial<ControllerConfigInput>) {
+    return idleInstances(
       'stock',
-      {
-        budgetBytes: 512 * MiB,
-        keepAliveMs: 60_000,
-        unplugTimeoutMs: 10_000,
-        resizeTimeoutMs: 120_000,
-        ...config,
-      },
+      invocations,
+      { unplugTimeoutMs: 10_000, resizeTimeoutMs: 120_000, ...config },
       { onlining: 'kernel' },
     );
-    for (const invocation of invocations) {
-      const done = context.controller.submit(invocation);
-      await context.vm.clock.advance(invocation.durationMs + 100);
-      expect((await done).error).toBeNull();
-    }
-    return context;
   }
 
   it('strands an unplug not done in unplugTimeoutMs, holding what is still plugged, and completes it when the retry timer gets it out', async () => {
