@@ -16,6 +16,29 @@ const completed = (run: ModeRun) => run.metrics.invocations.filter((i) => i.erro
 const latency = (i: InvocationRecord) => i.completionMs - i.arrivalMs;
 const withoutQueueing = (i: InvocationRecord) => i.completionMs - i.arrivalMs - i.queueWaitMs;
 
+/** hotmem-kept gives nothing back: its scale-downs end in the guest. */
+const givesMemoryBack = (run: ModeRun) =>
+  !Object.hasOwn(REPLAY_MODES, run.mode) || REPLAY_MODES[run.mode as ReplayMode].giveBackMemory;
+
+/**
+ * Each scale-down that gave its memory back: from the instance's exit to the unplug done
+ * (HotMem: reclaim, then unplug; stock: unplug, migration included), and the bytes it gave.
+ */
+function memoryBack(run: ModeRun): { ms: number; bytes: number }[] {
+  return run.metrics.scaleDowns.flatMap((s) =>
+    s.outcome === 'unplugged' && s.unplugMs !== null
+      ? [{ ms: (s.reclaimMs ?? 0) + s.unplugMs, bytes: s.bytes }]
+      : [],
+  );
+}
+
+/**
+ * Reclamation throughput, the paper's measure ("7x higher reclamation throughput than
+ * virtio-mem"): per scale-down, the memory given back over the time it took, in MiB/s.
+ */
+const reclamationRates = (run: ModeRun) =>
+  memoryBack(run).map((b) => b.bytes / MiB / (Math.max(b.ms, 1) / 1000));
+
 export interface ModeFigures {
   mode: ModeRun['mode'];
   invocations: number;
@@ -32,6 +55,8 @@ export interface ModeFigures {
   latencyWithoutQueueMs: { p50: number; p99: number; p999: number };
   reclaimMsP50: number | null;
   unplugMs: { p50: number; p99: number };
+  /** Median reclamation throughput of the scale-downs that gave memory back (MiB/s). */
+  reclamationMiBPerS: number | null;
   /** Unplugs not done in the controller's unplugTimeoutMs: done later, and never done. */
   lateUnplugs: number;
   strandedUnplugs: number;
@@ -82,6 +107,7 @@ export function modeFigures(run: ModeRun): ModeFigures {
     latencyWithoutQueueMs: three(done.map(withoutQueueing)),
     reclaimMsP50: run.summary.reclaimMs?.p50 ?? null,
     unplugMs: { p50: percentile(unplugs, 50), p99: percentile(unplugs, 99) },
+    reclamationMiBPerS: givesMemoryBack(run) ? percentile(reclamationRates(run), 50) : null,
     lateUnplugs: counts.lateUnplugs,
     strandedUnplugs: counts.strandedUnplugs,
     pagesMigrated: run.pagesMigrated,
@@ -108,10 +134,7 @@ export interface ReplayReport {
   invocationsPerSecond: InvocationCount[];
   /** Latency with queueing, per mode (by its label), for the CDF. */
   latencies: Record<string, number[]>;
-  /**
-   * Per mode (by its label), each scale-down that gave its memory back: from the instance's exit to the
-   * unplug done (HotMem: reclaim, then unplug; stock: unplug, migration included).
-   */
+  /** Per mode that gives memory back (by its label), memoryBack()'s times. */
   memoryBackMs: Record<string, number[]>;
 }
 
@@ -130,14 +153,20 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
       `${fixed(f.latencyMs.p50)} / ${fixed(f.latencyMs.p99)} / ${fixed(f.latencyMs.p999)} | ` +
       `${fixed(f.latencyWithoutQueueMs.p50)} / ${fixed(f.latencyWithoutQueueMs.p99)} | ` +
       `${fixed(f.reclaimMsP50, 1)} | ${fixed(f.unplugMs.p50)} / ${fixed(f.unplugMs.p99)} | ` +
+      `${fixed(f.reclamationMiBPerS)} | ` +
       `${f.lateUnplugs} / ${f.strandedUnplugs} | ` +
       `${f.pagesMigrated} | ${fixed(f.meanPluggedMiB)} / ${fixed(f.meanUsedMiB)} | ${f.stranded} |`,
   );
   const lines = [
-    '| mode | invocations | failed | cold | evicted | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | unplugs late / never done | pages migrated | mean plugged / used MiB | stranded |',
-    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: |',
+    '| mode | invocations | failed | cold | evicted | cold start p50 / p90 ms | of it plug wait p50 / p90 ms | throughput /s | latency p50 / p99 / p99.9 ms | without queue p50 / p99 ms | reclaim p50 ms | unplug p50 / p99 ms | reclamation p50 MiB/s | unplugs late / never done | pages migrated | mean plugged / used MiB | stranded |',
+    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: |',
     ...rows,
   ];
+  lines.push(
+    '',
+    'Reclamation: per scale-down that gave memory back, its MiB over the time from the instance ' +
+      "exit to the memory back with the host (the paper's reclamation throughput).",
+  );
   if (figures.some((f) => f.lateUnplugs + f.strandedUnplugs > 0)) {
     lines.push(
       '',
@@ -173,6 +202,7 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
       `- ${ratioLine(`latency p50 ${baseline}/hotmem`, s.map(latency), h.map(latency), median)}`,
       `- ${ratioLine(`latency p99 ${baseline}/hotmem`, s.map(latency), h.map(latency), p99)}`,
       `- ${ratioLine(`unplug p50 ${baseline}/hotmem`, unplugs(stock), unplugs(hotmem), median)}`,
+      `- ${ratioLine(`reclamation throughput p50 hotmem/${baseline}`, reclamationRates(hotmem), reclamationRates(stock), median)}`,
     );
     if (fs.strandedUnplugs > 0) {
       lines.push(
@@ -203,12 +233,7 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
   const memoryBackMs: Record<string, number[]> = {};
   for (const run of runs) {
     const series = modeLabel(run.mode);
-    // hotmem-kept gives nothing back: its scale-downs end in the guest.
-    if (run.mode !== 'hotmem-kept') {
-      memoryBackMs[series] = run.metrics.scaleDowns.flatMap((s) =>
-        s.outcome === 'unplugged' && s.unplugMs !== null ? [(s.reclaimMs ?? 0) + s.unplugMs] : [],
-      );
-    }
+    if (givesMemoryBack(run)) memoryBackMs[series] = memoryBack(run).map((b) => b.ms);
     const start = run.metrics.memory[0]?.timeMs ?? 0;
     for (const sample of run.metrics.memory) {
       const timeS = (sample.timeMs - start) / 1000;

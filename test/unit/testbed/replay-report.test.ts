@@ -109,6 +109,31 @@ describe('replay report', () => {
     expect(report.memoryBackMs).toEqual({ stock: [400], HotMem: [22] });
     // No stock-kernel run: no ratios against it.
     expect(report.markdown).not.toMatch(/stock-kernel/);
+    // 128 MiB back in 22 ms against 400 ms.
+    expect(report.markdown).toMatch(/^- reclamation throughput p50 hotmem\/stock: 18\.18x$/m);
+  });
+
+  it('takes reclamation throughput per MiB, and leaves out memory never given back', () => {
+    const hotmem = run('hotmem', [1000], 18);
+    const [done] = hotmem.metrics.scaleDowns;
+    if (!done) throw new Error('no scale-down');
+    hotmem.metrics.scaleDowns.push(
+      // 256 MiB in 40 ms: 6400 MiB/s, as fast per MiB as 128 MiB in 20 ms.
+      { ...done, instanceId: 'i-000000000002', bytes: 256 * MiB, reclaimMs: 0, unplugMs: 40 },
+      // Never unplugged: no rate, whatever its bytes.
+      {
+        ...done,
+        instanceId: 'i-000000000003',
+        unplugMs: null,
+        completedMs: null,
+        unplugLate: true,
+        outcome: 'stranded',
+      },
+    );
+    expect(modeFigures(hotmem).reclamationMiBPerS).toBeCloseTo(6400, 5);
+    expect(replayReport([hotmem]).markdown).toMatch(/\| 6400 \| 0 \/ 1 \|/);
+    // hotmem-kept's scale-downs end in the guest: nothing given back, no rate.
+    expect(modeFigures(run('hotmem-kept', [1000], 0)).reclamationMiBPerS).toBeNull();
   });
 
   it('counts evictions beside cold starts, and reads runs saved before scale-downs had a reason', () => {
@@ -150,8 +175,8 @@ describe('replay report', () => {
     const report = replayReport([stock, hotmem, kernel]);
     expect(modeFigures(kernel)).toMatchObject({ lateUnplugs: 1, strandedUnplugs: 1, stranded: 0 });
     expect(report.markdown).toMatch(/^\| stock \(ZONE_NORMAL\) \| 6 \| 0 \| 1 \| 0 \| /m);
-    expect(report.markdown).toMatch(/\| 60000 \/ 60000 \| 1 \/ 1 \| 500 \|/);
-    expect(report.markdown).toMatch(/\| 400 \/ 400 \| 0 \/ 0 \| 500 \|/);
+    expect(report.markdown).toMatch(/\| 60000 \/ 60000 \| 2 \| 1 \/ 1 \| 500 \|/);
+    expect(report.markdown).toMatch(/\| 400 \/ 400 \| 320 \| 0 \/ 0 \| 500 \|/);
     // Both stock modes against HotMem, each under its own heading.
     expect(report.markdown).toContain(`- throughput hotmem/stock: ${(9 / 7).toFixed(2)}x`);
     expect(report.markdown).toContain(
