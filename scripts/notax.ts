@@ -3,7 +3,12 @@
 // caches), booted in turns, in one run:
 //
 //   tsx scripts/notax.ts [--boots N] [--reps N] [--plugs N] [--fault-mib MIB] [--fork-hold-mib MIB]
-//                        [--forks N] [--report FILE.json]
+//                        [--forks N] [--base KERNEL] [--patched KERNEL] [--report FILE.json]
+//
+// KERNEL is stock, all (the series), N (its first N patches) or a directory holding a series to
+// build like it (BASE and patches; with patch 1, for CONFIG_HOTMEM): either side may be any of
+// them, to tell which patch a cost comes from, or how much moving code alone costs under TCG
+// (docs/notax.md, the placebo). Default: --base stock --patched all.
 //
 // Per boot, on both kernels, nothing plugged, every process unbound:
 //   fault-4k, fault-thp  anonymous fault throughput over --fault-mib MiB, MADV_NOHUGEPAGE or
@@ -12,17 +17,25 @@
 //   plug                 1 GiB asked of virtio-mem over QMP until every new block is online,
 //                        onlined movable through the guest server on both kernels (the
 //                        benchmarks' plug(), stock onlining), --plugs times, each unplugged after.
-// Then on the patched kernel only: 1 GiB plugged into partition 0, and the same faults by an
-// unbound process and by one bound to the partition with hotmem-exec (partition-*).
+// Then on the patched kernel only, when it has the whole series: 1 GiB plugged into partition 0,
+// and the same faults by an unbound process and by one bound to the partition with hotmem-exec
+// (partition-*).
 // Before the boots, each kernel's struct zone and pg_data_t sizes are read from its build (nm,
 // and gdb on one object recompiled with -g); each boot reads /proc/zoneinfo, MemTotal and the
 // kernel's "Memory: … reserved" line. With --boots N each kernel boots N times, alternating,
 // the first kernel of each pair alternating too. The defaults (6 boots each, 8 repetitions,
 // 8 plugs, 256 MiB faulted) take about 15 min under TCG on two cores, both kernels built.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GUEST_HOTMEM_EXEC, GUEST_NOTAX } from './testbed/initramfs.js';
 import {
@@ -62,7 +75,11 @@ interface Options {
   faultMib: number;
   forkHoldMib: number;
   forks: number;
+  kernels: Record<Kernel, KernelSpec>;
 }
+
+/** A kernel to compare: stock, the first `count` patches of the series, or another series. */
+type KernelSpec = { patches: number } | { series: string };
 
 /** The partition the bound process runs in, and how much is plugged into it. */
 const PARTITION = 0;
@@ -122,6 +139,7 @@ async function measureBoot(
   kernel: Kernel,
   boot: number,
   o: Options,
+  partitions: boolean,
   push: (s: Sample) => void,
 ): Promise<void> {
   const record = (metric: Metric, lines: Awaited<ReturnType<typeof notax>>) => {
@@ -143,7 +161,7 @@ async function measureBoot(
     await g.vm.virtioMem.resize(0, { timeoutMs: 120_000 });
   }
   await untilUnplugged(g);
-  if (kernel === 'stock') return;
+  if (!partitions) return;
 
   await plug(g, GiB, 'hotmem', GiB / BLOCK);
   const bound = (argv: string[]) => [
@@ -163,15 +181,60 @@ async function measureBoot(
   }
 }
 
-function positive(name: string, text: string, max: number): number {
+function count(name: string, text: string, min: number, max: number): number {
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > max)
-    throw new Error(`--${name}: '${text}' is not 1..${max}`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new Error(`--${name}: '${text}' is not ${min}..${max}`);
   return n;
 }
 
+const positive = (name: string, text: string, max: number) => count(name, text, 1, max);
+
+/** The series' patches in order, cover letter left out. */
+function seriesPatches(): string[] {
+  return readdirSync(HOTMEM_SERIES)
+    .filter((f) => /^\d{4}-.*\.patch$/.test(f) && !f.startsWith('0000-'))
+    .sort();
+}
+
+function kernelSpec(name: string, text: string, total: number): KernelSpec {
+  if (text === 'stock') return { patches: 0 };
+  if (text === 'all') return { patches: total };
+  if (/^\d+$/.test(text)) return { patches: count(name, text, 1, total) };
+  if (!hasPatches(text))
+    throw new Error(`--${name}: '${text}' is not stock, all, 1..${total} or a patch series`);
+  return { series: resolve(text) };
+}
+
+/** How the tables name a kernel. */
+function kernelLabel(spec: KernelSpec, total: number): string {
+  if ('series' in spec) return basename(spec.series);
+  if (spec.patches === 0) return 'stock';
+  if (spec.patches === total) return 'patched';
+  return spec.patches === 1 ? 'patch 1' : `patches 1–${spec.patches}`;
+}
+
+/**
+ * Builds (or finds) a kernel: stock, the series itself, another series, or a scratch copy of
+ * the series' BASE and first patches (the build's cache key is the patches' diffs, not where
+ * they are).
+ */
+async function buildSpec(spec: KernelSpec, patches: string[]): Promise<string> {
+  if ('series' in spec) return buildKernel({ patches: spec.series });
+  if (spec.patches === 0) return buildKernel();
+  if (spec.patches === patches.length) return buildHotMemKernel();
+  const series = mkdtempSync(join(tmpdir(), `notax-patches-1-${spec.patches}-`));
+  try {
+    for (const f of ['BASE', ...patches.slice(0, spec.patches)])
+      copyFileSync(join(HOTMEM_SERIES, f), join(series, f));
+    return await buildKernel({ patches: series });
+  } finally {
+    rmSync(series, { recursive: true, force: true });
+  }
+}
+
 /** What a THP run's huge-page share says, if it was not all huge pages. */
-function thpNotes(samples: Sample[]): string[] {
+function thpNotes(samples: Sample[], labels: Record<Kernel, string>): string[] {
   const notes: string[] = [];
   for (const kernel of ['stock', 'patched'] as const)
     for (const metric of [...new Set(samples.map((s) => s.metric))]) {
@@ -180,14 +243,14 @@ function thpNotes(samples: Sample[]): string[] {
         .map((s) => s.thpShare as number);
       if (shares.length && Math.min(...shares) < 1)
         notes.push(
-          `${kernel} ${metric}: huge pages backed ${(100 * Math.min(...shares)).toFixed(0)}–${(100 * Math.max(...shares)).toFixed(0)}% of the region`,
+          `${labels[kernel]} ${metric}: huge pages backed ${(100 * Math.min(...shares)).toFixed(0)}–${(100 * Math.max(...shares)).toFixed(0)}% of the region`,
         );
     }
   return notes;
 }
 
 /** One sentence per targeted metric: met, missed, or what the noise allows to say. */
-function targetLines(rows: MetricRow[]): string[] {
+function targetLines(rows: MetricRow[], labels: Record<Kernel, string>): string[] {
   return rows
     .filter((r) => r.targeted)
     .map((r) => {
@@ -195,7 +258,7 @@ function targetLines(rows: MetricRow[]): string[] {
       const width = ((high - low) / 2) * 100;
       const noise =
         width > 3 ? `; the interval is ±${width.toFixed(1)}%, wider than the 3% target` : '';
-      return `${r.label}: patched/stock ${r.comparison.ratio.toFixed(3)} [${low.toFixed(3)}–${high.toFixed(3)}]: ${r.verdict}${noise}`;
+      return `${r.label}: ${labels.patched}/${labels.stock} ${r.comparison.ratio.toFixed(3)} [${low.toFixed(3)}–${high.toFixed(3)}]: ${r.verdict}${noise}`;
     });
 }
 
@@ -208,9 +271,13 @@ async function main(): Promise<void> {
       'fault-mib': { type: 'string', default: '256' },
       'fork-hold-mib': { type: 'string', default: '64' },
       forks: { type: 'string', default: '100' },
+      base: { type: 'string', default: 'stock' },
+      patched: { type: 'string', default: 'all' },
       report: { type: 'string' },
     },
   });
+  if (!hasPatches(HOTMEM_SERIES)) throw new Error(`no patches in ${HOTMEM_SERIES}`);
+  const series = seriesPatches();
   const o: Options = {
     boots: positive('boots', values.boots, 50),
     reps: positive('reps', values.reps, 100),
@@ -218,15 +285,29 @@ async function main(): Promise<void> {
     faultMib: positive('fault-mib', values['fault-mib'], 512),
     forkHoldMib: positive('fork-hold-mib', values['fork-hold-mib'], 512),
     forks: positive('forks', values.forks, 100_000),
+    kernels: {
+      stock: kernelSpec('base', values.base, series.length),
+      patched: kernelSpec('patched', values.patched, series.length),
+    },
   };
-  if (!hasPatches(HOTMEM_SERIES)) throw new Error(`no patches in ${HOTMEM_SERIES}`);
-  const stockUnavailable = extraKernelUnavailable('stock');
-  if (stockUnavailable) throw new Error(stockUnavailable);
+  const labels: Record<Kernel, string> = {
+    stock: kernelLabel(o.kernels.stock, series.length),
+    patched: kernelLabel(o.kernels.patched, series.length),
+  };
+  if (labels.stock === labels.patched)
+    throw new Error(`--base and --patched are both ${labels.stock}`);
+  // The partition phase binds with hotmem-exec: it needs the whole series.
+  const partitions = labels.patched === 'patched';
+  const fromStock = labels.stock === 'stock';
+  if (fromStock) {
+    const stockUnavailable = extraKernelUnavailable('stock');
+    if (stockUnavailable) throw new Error(stockUnavailable);
+  }
 
   const started = Date.now();
   const kernels: Record<Kernel, string> = {
-    patched: await buildHotMemKernel(),
-    stock: await buildKernel(),
+    patched: await buildSpec(o.kernels.patched, series),
+    stock: await buildSpec(o.kernels.stock, series),
   };
   const built = { stock: buildMemory(kernels.stock), patched: buildMemory(kernels.patched) };
   const booted: Partial<Record<Kernel, Omit<MemoryCost, 'zoneBytes' | 'nodeBytes'>>> = {};
@@ -255,14 +336,17 @@ async function main(): Promise<void> {
             bootMemory: parseBootMemory(g.vm.consoleLog),
             memTotal: (await meminfo(g.guest)).MemTotal,
           };
-          await measureBoot(g, kernel, boot, o, (s) => samples.push(s));
+          await measureBoot(g, kernel, boot, o, partitions && kernel === 'patched', (s) =>
+            samples.push(s),
+          );
         } finally {
           await g.stop();
         }
         const problems = g.vm.kernelProblems();
-        if (problems.length) throw new Error(`${kernel} boot ${boot}: ${problems.join('\n')}`);
+        if (problems.length)
+          throw new Error(`${labels[kernel]} boot ${boot}: ${problems.join('\n')}`);
         console.error(
-          `${kernel} boot ${boot}: ${samples.length - before} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+          `${labels[kernel]} boot ${boot}: ${samples.length - before} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
         );
       }
     }
@@ -282,20 +366,22 @@ async function main(): Promise<void> {
     `notax: ${o.boots} boots per kernel (${accel}), ${o.reps} repetitions per boot, ${o.plugs} plugs per boot; ` +
       `faults over ${o.faultMib} MiB, fork+exit x${o.forks} holding ${o.forkHoldMib} MiB; ${minutes.toFixed(1)} min`,
   );
-  console.log(`\n${metricTable(kRows, 'stock', 'patched')}`);
+  console.log(`\n${metricTable(kRows, labels.stock, labels.patched)}`);
   if (bRows.length)
     console.log(
       `\npatched kernel, 1 GiB in partition ${PARTITION}:\n${metricTable(bRows, 'unbound', 'bound')}`,
     );
   if (memory.stock && memory.patched) {
-    console.log(`\n${memoryTable(memory.stock, memory.patched)}`);
+    console.log(`\n${memoryTable(memory.stock, memory.patched, labels)}`);
+  }
+  if (memory.stock && memory.patched && fromStock) {
     const perNode = (memory.patched.nodeBytes ?? 0) - (memory.stock.nodeBytes ?? 0);
     console.log(
       `\nper node, the ${memory.patched.zones - memory.stock.zones} partition zones cost ${perNode} bytes of pg_data_t ` +
         `(${(perNode / 1024).toFixed(1)} KiB); contig_page_data in vmlinux: ${built.stock.contigPageDataBytes ?? 'n/a'} -> ${built.patched.contigPageDataBytes ?? 'n/a'} bytes`,
     );
   }
-  const notes = [...targetLines(kRows), ...thpNotes(samples)];
+  const notes = [...targetLines(kRows, labels), ...thpNotes(samples, labels)];
   if (notes.length) console.log(`\n${notes.join('\n')}`);
 
   if (values.report) {
@@ -305,6 +391,7 @@ async function main(): Promise<void> {
       hostCpus: cpus().length,
       hostCpu: cpus()[0]?.model,
       kernels,
+      labels,
       options: o,
       minutes,
     };

@@ -273,7 +273,11 @@ export interface MemoryCost {
 }
 
 /** The memory table: stock, patched and their difference per figure. */
-export function memoryTable(stock: MemoryCost, patched: MemoryCost): string {
+export function memoryTable(
+  stock: MemoryCost,
+  patched: MemoryCost,
+  labels: Record<Kernel, string> = { stock: 'stock', patched: 'patched' },
+): string {
   const rows: [string, number | undefined, number | undefined][] = [
     ['zones per node (/proc/zoneinfo)', stock.zones, patched.zones],
     ['sizeof(struct zone), bytes', stock.zoneBytes, patched.zoneBytes],
@@ -290,7 +294,7 @@ export function memoryTable(stock: MemoryCost, patched: MemoryCost): string {
   const diff = (a: number | undefined, b: number | undefined) =>
     a === undefined || b === undefined ? 'n/a' : `${b - a >= 0 ? '+' : ''}${b - a}`;
   return markdownTable(
-    ['figure', 'stock', 'patched', 'patched − stock'],
+    ['figure', labels.stock, labels.patched, `${labels.patched} − ${labels.stock}`],
     rows.map(([name, a, b]) => [name, show(a), show(b), diff(a, b)]),
     1,
   );
