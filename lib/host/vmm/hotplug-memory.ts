@@ -63,7 +63,7 @@ export class HotplugMemoryError extends Error {
  * Sleeps `ms`, or less when `signal` aborts (the caller then checks it); `wake`, if given, gets a
  * function that ends the sleep early.
  */
-export function pollDelay(
+function pollDelay(
   ms: number,
   signal: AbortSignal | undefined,
   wake?: (end: () => void) => void,
@@ -84,30 +84,50 @@ export function pollDelay(
  * Reads the plugged size until it equals `bytes`; resolves with the moment (performance.now())
  * it was first seen there. Reads come a tenth of the time waited so far apart (at least 1 ms, at
  * most pollMs), so a quick resize is timed closely and a slow one costs the VMM few requests.
+ * A VMM that announces size changes passes `sizeEvents`: it subscribes a listener for the
+ * sizes announced and returns the unsubscribe. Each announcement ends the current sleep early,
+ * and one of `bytes` ends the wait, at the moment it came, even before a read shows that size.
  * An aborted `signal` ends the wait with its reason.
  */
 export async function waitForPluggedSize(
   readSize: () => Promise<number>,
   bytes: number,
-  opts: ResizeOptions & { pollMs?: number; device: string },
+  opts: ResizeOptions & {
+    pollMs?: number;
+    device: string;
+    sizeEvents?: (listener: (size: number) => void) => () => void;
+  },
 ): Promise<number> {
   const start = performance.now();
   const deadline = start + opts.timeoutMs;
   const pollMs = opts.pollMs ?? 10;
-  let last = await readSize();
-  while (last !== bytes) {
-    opts.signal?.throwIfAborted();
-    const left = deadline - performance.now();
-    if (left <= 0) {
-      throw new HotplugMemoryError(
-        'ERR_RESIZE_TIMEOUT',
-        `${opts.device}: plugged size is ${last} bytes, not ${bytes}, after ${opts.timeoutMs} ms`,
-        { requestedBytes: bytes, lastSize: last },
-      );
+  let wake: (() => void) | undefined;
+  let announcedAt: number | undefined;
+  const unsubscribe = opts.sizeEvents?.((size) => {
+    if (size === bytes) announcedAt ??= performance.now();
+    wake?.();
+  });
+  try {
+    let last = await readSize();
+    while (last !== bytes && announcedAt === undefined) {
+      opts.signal?.throwIfAborted();
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new HotplugMemoryError(
+          'ERR_RESIZE_TIMEOUT',
+          `${opts.device}: plugged size is ${last} bytes, not ${bytes}, after ${opts.timeoutMs} ms`,
+          { requestedBytes: bytes, lastSize: last },
+        );
+      }
+      const waited = performance.now() - start;
+      await pollDelay(Math.min(Math.max(1, waited / 10), pollMs, left), opts.signal, (end) => {
+        wake = end;
+      });
+      wake = undefined;
+      last = await readSize();
     }
-    const waited = performance.now() - start;
-    await pollDelay(Math.min(Math.max(1, waited / 10), pollMs, left), opts.signal);
-    last = await readSize();
+    return announcedAt ?? performance.now();
+  } finally {
+    unsubscribe?.();
   }
-  return performance.now();
 }

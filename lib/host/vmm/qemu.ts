@@ -6,8 +6,8 @@ import { connect, type Socket } from 'node:net';
 import {
   type HotplugMemory,
   HotplugMemoryError,
-  pollDelay,
   type ResizeOptions,
+  waitForPluggedSize,
 } from './hotplug-memory.js';
 
 export interface QmpEvent {
@@ -303,40 +303,19 @@ export class VirtioMemDevice implements HotplugMemory {
    * Resolves with the moment (performance.now()) the size was first seen at the target; an
    * aborted `signal` ends the wait with its reason.
    */
-  async waitForSize(bytes: number, opts: ResizeOptions & { pollMs?: number }): Promise<number> {
-    const start = performance.now();
-    const deadline = start + opts.timeoutMs;
-    const pollMs = opts.pollMs ?? 10;
-    let wake: (() => void) | undefined;
-    let seenAt: number | undefined;
-    const onEvent = (e: QmpEvent) => {
-      if (sizeChangeOf(e, this.id) === bytes) seenAt ??= performance.now();
-      wake?.();
-    };
-    this.qmp.on('event', onEvent);
-    try {
-      let last = await this.size();
-      while (last !== bytes && seenAt === undefined) {
-        opts.signal?.throwIfAborted();
-        const left = deadline - performance.now();
-        if (left <= 0) {
-          throw new HotplugMemoryError(
-            'ERR_RESIZE_TIMEOUT',
-            `virtio-mem '${this.id}': plugged size is ${last} bytes, not ${bytes}, after ${opts.timeoutMs} ms`,
-            { requestedBytes: bytes, lastSize: last },
-          );
-        }
-        const waited = performance.now() - start;
-        await pollDelay(Math.min(Math.max(1, waited / 10), pollMs, left), opts.signal, (end) => {
-          wake = end;
-        });
-        wake = undefined;
-        last = await this.size();
-      }
-      return seenAt ?? performance.now();
-    } finally {
-      this.qmp.off('event', onEvent);
-    }
+  waitForSize(bytes: number, opts: ResizeOptions & { pollMs?: number }): Promise<number> {
+    return waitForPluggedSize(() => this.size(), bytes, {
+      ...opts,
+      device: `virtio-mem '${this.id}'`,
+      sizeEvents: (listener) => {
+        const onEvent = (e: QmpEvent) => {
+          const size = sizeChangeOf(e, this.id);
+          if (size !== undefined) listener(size);
+        };
+        this.qmp.on('event', onEvent);
+        return () => this.qmp.off('event', onEvent);
+      },
+    });
   }
 
   /**
