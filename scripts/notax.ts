@@ -10,6 +10,10 @@
 // them, to tell which patch a cost comes from, or how much moving code alone costs under TCG
 // (docs/notax.md, the placebo). Default: --base stock --patched all.
 //
+//   tsx scripts/notax.ts --from FILE.json
+//
+// prints a run --report saved again, its ratios computed anew from the samples.
+//
 // Per boot, on both kernels, nothing plugged, every process unbound:
 //   fault-4k, fault-thp  anonymous fault throughput over --fault-mib MiB, MADV_NOHUGEPAGE or
 //                        MADV_HUGEPAGE (scripts/testbed/guest/notax.c), --reps repetitions;
@@ -24,7 +28,7 @@
 // and gdb on one object recompiled with -g); each boot reads /proc/zoneinfo, MemTotal and the
 // kernel's "Memory: … reserved" line. With --boots N each kernel boots N times, alternating,
 // the first kernel of each pair alternating too. The defaults (6 boots each, 8 repetitions,
-// 8 plugs, 256 MiB faulted) take about 15 min under TCG on two cores, both kernels built.
+// 8 plugs, 256 MiB faulted) took 4–7 min under TCG on two cores (2026-12-06), both kernels built.
 import { execFileSync } from 'node:child_process';
 import {
   copyFileSync,
@@ -37,6 +41,7 @@ import {
 import { cpus, tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { z } from 'zod';
 import { GUEST_HOTMEM_EXEC, GUEST_NOTAX } from './testbed/initramfs.js';
 import {
   bindingRows,
@@ -44,6 +49,7 @@ import {
   type Kernel,
   kernelRows,
   lineValue,
+  METRICS,
   type MemoryCost,
   type Metric,
   type MetricRow,
@@ -249,17 +255,136 @@ function thpNotes(samples: Sample[], labels: Record<Kernel, string>): string[] {
   return notes;
 }
 
-/** One sentence per targeted metric: met, missed, or what the noise allows to say. */
+/**
+ * One sentence per targeted metric: met, missed, or what the noise allows to say, of the ratio
+ * the verdict read (boot by boot when it has an interval, pooled otherwise).
+ */
 function targetLines(rows: MetricRow[], labels: Record<Kernel, string>): string[] {
   return rows
     .filter((r) => r.targeted)
     .map((r) => {
-      const [low, high] = r.comparison.ratioInterval ?? [Number.NaN, Number.NaN];
+      const byBoot = r.byBoot.interval !== undefined;
+      const ratio = byBoot ? r.byBoot.median : r.comparison.ratio;
+      const [low, high] = (byBoot ? r.byBoot.interval : r.comparison.ratioInterval) ?? [
+        Number.NaN,
+        Number.NaN,
+      ];
       const width = ((high - low) / 2) * 100;
       const noise =
         width > 3 ? `; the interval is ±${width.toFixed(1)}%, wider than the 3% target` : '';
-      return `${r.label}: ${labels.patched}/${labels.stock} ${r.comparison.ratio.toFixed(3)} [${low.toFixed(3)}–${high.toFixed(3)}]: ${r.verdict}${noise}`;
+      const how = byBoot ? `boot by boot (${r.byBoot.n} pairs)` : 'pooled';
+      return `${r.label}: ${labels.patched}/${labels.stock} ${how} ${ratio.toFixed(3)} [${low.toFixed(3)}–${high.toFixed(3)}]: ${r.verdict}${noise}`;
     });
+}
+
+/** What a run measured, as --report writes it (with the rows computed from the samples). */
+const savedRun = z.object({
+  meta: z.object({
+    accel: z.string(),
+    minutes: z.number(),
+    // Runs before --base and --patched compared stock with the series.
+    labels: z.object({ stock: z.string(), patched: z.string() }).optional(),
+    options: z.object({
+      boots: z.number(),
+      reps: z.number(),
+      plugs: z.number(),
+      faultMib: z.number(),
+      forkHoldMib: z.number(),
+      forks: z.number(),
+    }),
+  }),
+  memory: z.record(
+    z.enum(['stock', 'patched']),
+    z.object({
+      zones: z.number(),
+      zoneBytes: z.number().optional(),
+      nodeBytes: z.number().optional(),
+      bootMemory: z
+        .object({ availableKiB: z.number(), totalKiB: z.number(), reservedKiB: z.number() })
+        .optional(),
+      memTotal: z.number().optional(),
+    }),
+  ),
+  built: z.record(
+    z.enum(['stock', 'patched']),
+    z.object({ contigPageDataBytes: z.number().optional() }),
+  ),
+  samples: z.array(
+    z.object({
+      kernel: z.enum(['stock', 'patched']),
+      boot: z.number().int().nonnegative(),
+      metric: z.enum(METRICS),
+      value: z.number(),
+      thpShare: z.number().optional(),
+    }),
+  ),
+});
+
+interface Run {
+  accel: string;
+  minutes: number;
+  labels: Record<Kernel, string>;
+  options: Omit<Options, 'kernels'>;
+  memory: Partial<Record<Kernel, MemoryCost>>;
+  contigPageDataBytes: Partial<Record<Kernel, number>>;
+  samples: Sample[];
+}
+
+/** Reads a report --report wrote, to print it again (--from). */
+function readRun(file: string): Run {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`--from ${file}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const parsed = savedRun.safeParse(json);
+  if (!parsed.success)
+    throw new Error(
+      `--from ${file}: not a notax report: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
+  const { meta, memory, built, samples } = parsed.data;
+  return {
+    accel: meta.accel,
+    minutes: meta.minutes,
+    labels: meta.labels ?? { stock: 'stock', patched: 'patched' },
+    options: meta.options,
+    memory,
+    contigPageDataBytes: {
+      stock: built.stock?.contigPageDataBytes,
+      patched: built.patched?.contigPageDataBytes,
+    },
+    samples,
+  };
+}
+
+/** Prints a run's tables and notes; returns the rows, for the report. */
+function printRun(run: Run): { kRows: MetricRow[]; bRows: MetricRow[] } {
+  const { options: o, labels, memory } = run;
+  const kRows = kernelRows(run.samples);
+  const bRows = bindingRows(run.samples);
+  console.log(
+    `notax: ${o.boots} boots per kernel (${run.accel}), ${o.reps} repetitions per boot, ${o.plugs} plugs per boot; ` +
+      `faults over ${o.faultMib} MiB, fork+exit x${o.forks} holding ${o.forkHoldMib} MiB; ${run.minutes.toFixed(1)} min`,
+  );
+  console.log(`\n${metricTable(kRows, labels.stock, labels.patched)}`);
+  if (bRows.length)
+    console.log(
+      `\npatched kernel, 1 GiB in partition ${PARTITION}:\n${metricTable(bRows, 'unbound', 'bound')}`,
+    );
+  if (memory.stock && memory.patched) {
+    console.log(`\n${memoryTable(memory.stock, memory.patched, labels)}`);
+  }
+  if (memory.stock && memory.patched && labels.stock === 'stock') {
+    const perNode = (memory.patched.nodeBytes ?? 0) - (memory.stock.nodeBytes ?? 0);
+    console.log(
+      `\nper node, the ${memory.patched.zones - memory.stock.zones} partition zones cost ${perNode} bytes of pg_data_t ` +
+        `(${(perNode / 1024).toFixed(1)} KiB); contig_page_data in vmlinux: ${run.contigPageDataBytes.stock ?? 'n/a'} -> ${run.contigPageDataBytes.patched ?? 'n/a'} bytes`,
+    );
+  }
+  const notes = [...targetLines(kRows, labels), ...thpNotes(run.samples, labels)];
+  if (notes.length) console.log(`\n${notes.join('\n')}`);
+  return { kRows, bRows };
 }
 
 async function main(): Promise<void> {
@@ -274,8 +399,13 @@ async function main(): Promise<void> {
       base: { type: 'string', default: 'stock' },
       patched: { type: 'string', default: 'all' },
       report: { type: 'string' },
+      from: { type: 'string' },
     },
   });
+  if (values.from) {
+    printRun(readRun(values.from));
+    return;
+  }
   if (!hasPatches(HOTMEM_SERIES)) throw new Error(`no patches in ${HOTMEM_SERIES}`);
   const series = seriesPatches();
   const o: Options = {
@@ -359,30 +489,19 @@ async function main(): Promise<void> {
   for (const k of ['stock', 'patched'] as const)
     if (booted[k])
       memory[k] = { ...booted[k], zoneBytes: built[k].zoneBytes, nodeBytes: built[k].nodeBytes };
-  const kRows = kernelRows(samples);
-  const bRows = bindingRows(samples);
   const minutes = (Date.now() - started) / 60_000;
-  console.log(
-    `notax: ${o.boots} boots per kernel (${accel}), ${o.reps} repetitions per boot, ${o.plugs} plugs per boot; ` +
-      `faults over ${o.faultMib} MiB, fork+exit x${o.forks} holding ${o.forkHoldMib} MiB; ${minutes.toFixed(1)} min`,
-  );
-  console.log(`\n${metricTable(kRows, labels.stock, labels.patched)}`);
-  if (bRows.length)
-    console.log(
-      `\npatched kernel, 1 GiB in partition ${PARTITION}:\n${metricTable(bRows, 'unbound', 'bound')}`,
-    );
-  if (memory.stock && memory.patched) {
-    console.log(`\n${memoryTable(memory.stock, memory.patched, labels)}`);
-  }
-  if (memory.stock && memory.patched && fromStock) {
-    const perNode = (memory.patched.nodeBytes ?? 0) - (memory.stock.nodeBytes ?? 0);
-    console.log(
-      `\nper node, the ${memory.patched.zones - memory.stock.zones} partition zones cost ${perNode} bytes of pg_data_t ` +
-        `(${(perNode / 1024).toFixed(1)} KiB); contig_page_data in vmlinux: ${built.stock.contigPageDataBytes ?? 'n/a'} -> ${built.patched.contigPageDataBytes ?? 'n/a'} bytes`,
-    );
-  }
-  const notes = [...targetLines(kRows, labels), ...thpNotes(samples, labels)];
-  if (notes.length) console.log(`\n${notes.join('\n')}`);
+  const { kRows, bRows } = printRun({
+    accel,
+    minutes,
+    labels,
+    options: o,
+    memory,
+    contigPageDataBytes: {
+      stock: built.stock.contigPageDataBytes,
+      patched: built.patched.contigPageDataBytes,
+    },
+    samples,
+  });
 
   if (values.report) {
     const meta = {

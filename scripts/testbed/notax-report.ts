@@ -1,7 +1,7 @@
 // The "no tax" benchmark's pure half: what the guest's notax program prints, turned into
-// samples; medians, 95% intervals and patched/stock ratios per metric; the verdict against the
-// 3% target; the tables scripts/notax.ts prints; and the readers of the memory figures (the
-// boot's "Memory:" line, /proc/zoneinfo, nm and gdb output).
+// samples; medians, 95% intervals and patched/stock ratios per metric, pooled and boot by boot;
+// the verdict against the 3% target; the tables scripts/notax.ts prints; and the readers of the
+// memory figures (the boot's "Memory:" line, /proc/zoneinfo, nm and gdb output).
 import { interval, markdownTable, median, ratioInterval } from './report.js';
 
 const GiB = 1024 * 1024 * 1024;
@@ -14,15 +14,18 @@ export type Kernel = 'stock' | 'patched';
  * measured with a partition plugged: the same faults by an unbound process and by one bound to
  * the partition.
  */
-export type Metric =
-  | 'fault-4k'
-  | 'fault-thp'
-  | 'fork'
-  | 'plug'
-  | 'partition-fault-4k-unbound'
-  | 'partition-fault-4k-bound'
-  | 'partition-fault-thp-unbound'
-  | 'partition-fault-thp-bound';
+export const METRICS = [
+  'fault-4k',
+  'fault-thp',
+  'fork',
+  'plug',
+  'partition-fault-4k-unbound',
+  'partition-fault-4k-bound',
+  'partition-fault-thp-unbound',
+  'partition-fault-thp-bound',
+] as const;
+
+export type Metric = (typeof METRICS)[number];
 
 export interface Sample {
   kernel: Kernel;
@@ -113,12 +116,38 @@ export function compare(base: number[], other: number[]): Comparison {
 }
 
 /**
+ * The ratio boot by boot: for each boot index both sides have, the median of the other side's
+ * values in that boot over the base side's; then the median of those ratios, with its bootstrap
+ * interval over the boots. The kernels boot in turns, so boot b of one ran next to boot b of the
+ * other, and drift on the host over a run falls on both halves of a pair; the interval counts
+ * boots, not repetitions, which within one boot are not independent of each other. For bound
+ * against unbound both sides come from the same boot.
+ */
+export function pairedByBoot(base: Sample[], other: Sample[]): Estimate {
+  const perBoot = (samples: Sample[]) => {
+    const boots = new Map<number, number[]>();
+    for (const s of samples) boots.set(s.boot, [...(boots.get(s.boot) ?? []), s.value]);
+    return boots;
+  };
+  const baseBoots = perBoot(base);
+  const ratios = [...perBoot(other)]
+    .filter(([boot]) => baseBoots.has(boot))
+    .sort(([a], [b]) => a - b)
+    .map(([boot, values]) => median(values) / median(baseBoots.get(boot) as number[]));
+  return ratios.length ? estimate(ratios) : { median: Number.NaN, n: 0 };
+}
+
+/**
  * Reads a patched/stock (or bound/unbound) ratio against a tolerance (the 3% target): met
  * when the whole 95% interval is on the good side of the bound, missed when it is all on the
  * bad side, and otherwise undecided, with which side the median is on. The bound is 1 - tol
  * for throughput (smaller is a cost) and 1 + tol for latency.
  */
-export function verdict(c: Comparison, higherBetter: boolean, tolerance = 0.03): string {
+export function verdict(
+  c: Pick<Comparison, 'ratio' | 'ratioInterval'>,
+  higherBetter: boolean,
+  tolerance = 0.03,
+): string {
   const bound = higherBetter ? 1 - tolerance : 1 + tolerance;
   const good = (r: number) => (higherBetter ? r >= bound : r <= bound);
   const pct = `${Math.round(tolerance * 100)}%`;
@@ -130,18 +159,21 @@ export function verdict(c: Comparison, higherBetter: boolean, tolerance = 0.03):
   return `undecided: median ${good(c.ratio) ? 'within' : 'beyond'} ${pct}, interval crosses ${bound.toFixed(2)}`;
 }
 
-/** The values of one metric on one kernel, in sample order. */
-export function values(samples: Sample[], kernel: Kernel, metric: Metric): number[] {
-  return samples.filter((s) => s.kernel === kernel && s.metric === metric).map((s) => s.value);
-}
-
 export interface MetricRow {
   metric: Metric;
   label: string;
   unit: string;
+  /** All repetitions of all boots of each side, pooled. */
   comparison: Comparison;
+  /** The same ratio boot by boot (pairedByBoot); n is the number of boot pairs. */
+  byBoot: Estimate;
   /** Whether the 3% target applies (unbound faults and plug). */
   targeted: boolean;
+  /**
+   * The target's reading of the boot-by-boot ratio when it has an interval (at least five
+   * pairs), of the pooled one otherwise: the pooled interval resamples repetitions as if they
+   * were independent, and misses how much whole boots differ.
+   */
   verdict: string;
 }
 
@@ -156,24 +188,38 @@ const LABELS: Record<Metric, { label: string; unit: string; targeted: boolean }>
   'partition-fault-thp-bound': { label: 'anon fault THP', unit: 'GiB/s', targeted: false },
 };
 
-function row(metric: Metric, comparison: Comparison): MetricRow {
+function row(metric: Metric, base: Sample[], other: Sample[]): MetricRow {
   const { label, unit, targeted } = LABELS[metric];
+  const comparison = compare(
+    base.map((s) => s.value),
+    other.map((s) => s.value),
+  );
+  const byBoot = pairedByBoot(base, other);
+  const read = byBoot.interval
+    ? { ratio: byBoot.median, ratioInterval: byBoot.interval }
+    : comparison;
   return {
     metric,
     label,
     unit,
     comparison,
+    byBoot,
     targeted,
-    verdict: verdict(comparison, higherIsBetter(metric)),
+    verdict: verdict(read, higherIsBetter(metric)),
   };
+}
+
+/** The samples of one metric on one kernel, in sample order. */
+function of(samples: Sample[], kernel: Kernel, metric: Metric): Sample[] {
+  return samples.filter((s) => s.kernel === kernel && s.metric === metric);
 }
 
 /** Patched against stock, for every metric both kernels were measured on. */
 export function kernelRows(samples: Sample[]): MetricRow[] {
   const metrics: Metric[] = ['fault-4k', 'fault-thp', 'fork', 'plug'];
   return metrics
-    .filter((m) => values(samples, 'stock', m).length && values(samples, 'patched', m).length)
-    .map((m) => row(m, compare(values(samples, 'stock', m), values(samples, 'patched', m))));
+    .filter((m) => of(samples, 'stock', m).length && of(samples, 'patched', m).length)
+    .map((m) => row(m, of(samples, 'stock', m), of(samples, 'patched', m)));
 }
 
 /** On the patched kernel with a partition plugged: bound against unbound. */
@@ -183,10 +229,8 @@ export function bindingRows(samples: Sample[]): MetricRow[] {
     ['partition-fault-thp-unbound', 'partition-fault-thp-bound'],
   ];
   return pairs
-    .filter(
-      ([u, b]) => values(samples, 'patched', u).length && values(samples, 'patched', b).length,
-    )
-    .map(([u, b]) => row(b, compare(values(samples, 'patched', u), values(samples, 'patched', b))));
+    .filter(([u, b]) => of(samples, 'patched', u).length && of(samples, 'patched', b).length)
+    .map(([u, b]) => row(b, of(samples, 'patched', u), of(samples, 'patched', b)));
 }
 
 /** "12.3 [11.9–12.8]": a median and its interval, to `digits` decimals. */
@@ -209,6 +253,8 @@ export function metricTable(rows: MetricRow[], base: string, other: string): str
     `${other} median [95%]`,
     `${other}/${base} [95%]`,
     'n',
+    'by boot [95%]',
+    'boots',
     'target ±3%',
   ];
   const cells = rows.map((r) => {
@@ -221,6 +267,8 @@ export function metricTable(rows: MetricRow[], base: string, other: string): str
       formatEstimate(c.other, d),
       formatEstimate({ median: c.ratio, interval: c.ratioInterval, n: 0 }, 3),
       `${c.base.n}/${c.other.n}`,
+      formatEstimate(r.byBoot, 3),
+      `${r.byBoot.n}`,
       r.targeted ? r.verdict : `(${r.verdict})`,
     ];
   });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   bindingRows,
+  type Comparison,
   compare,
   formatEstimate,
   gdbValues,
@@ -9,6 +10,7 @@ import {
   memoryTable,
   metricTable,
   nmSize,
+  pairedByBoot,
   parseBootMemory,
   parseNotax,
   type Sample,
@@ -148,15 +150,67 @@ describe('patched against stock', () => {
   it('prints medians with intervals, the ratio, the counts and the verdict', () => {
     const lines = metricTable(kernelRows(samples), 'stock', 'patched').split('\n');
     expect(lines[0]).toMatch(
-      /^\| metric +\| unit +\| stock median \[95%\] \| patched median \[95%\] \| patched\/stock \[95%\] \| +n \| +target ±3% \|$/,
+      /^\| metric +\| unit +\| stock median \[95%\] \| patched median \[95%\] \| patched\/stock \[95%\] \| +n \| +by boot \[95%\] \| boots \| +target ±3% \|$/,
     );
+    // One boot each: the boot-by-boot ratio has no interval, so the verdict reads the pooled one.
     expect(lines[2]).toMatch(
-      /^\| anon fault 4 KiB, unbound \| GiB\/s \| +2\.00 \[1\.9\d–2\.0\d\] \| +2\.00 \[.*\] \| +1\.000 \[.*\] \| 6\/6 \| +met \(within 3%\) \|$/,
+      /^\| anon fault 4 KiB, unbound \| GiB\/s \| +2\.00 \[1\.9\d–2\.0\d\] \| +2\.00 \[.*\] \| +1\.000 \[.*\] \| 6\/6 \| +1\.000 \| +1 \| +met \(within 3%\) \|$/,
     );
     expect(lines[3]).toMatch(
-      /\| plug 1 GiB \+ online +\| ms +\| +150 \[\d+–\d+\] \| +200 \[.*\] \| +1\.333 \[.*\] \| 6\/6 \| MISSED \(beyond 3%\) \|$/,
+      /\| plug 1 GiB \+ online +\| ms +\| +150 \[\d+–\d+\] \| +200 \[.*\] \| +1\.333 \[.*\] \| 6\/6 \| +1\.333 \| +1 \| MISSED \(beyond 3%\) \|$/,
     );
     expect(formatEstimate({ median: 1.5, n: 3 }, 2)).toBe('1.50');
+  });
+});
+
+describe('boot by boot', () => {
+  /** Boot b of both kernels ran side by side: the host's speed that turn times each value. */
+  const drifting = (kernel: 'stock' | 'patched', metric: Sample['metric'], factor: number) =>
+    [1, 0.6, 1.3, 0.8, 1.1, 0.7].flatMap((speed, boot) =>
+      around(2 * speed * factor, 0.01).map((value) => ({ kernel, boot, metric, value })),
+    );
+
+  it('pairs each boot with the boot beside it, so drift on the host cancels', () => {
+    const samples = [...drifting('stock', 'fault-4k', 1), ...drifting('patched', 'fault-4k', 0.95)];
+    const [row] = kernelRows(samples);
+    expect(row?.byBoot.n).toBe(6);
+    expect(row?.byBoot.median).toBeCloseTo(0.95, 2);
+    const [low, high] = row?.byBoot.interval ?? [];
+    expect(high).toBeLessThan(0.97);
+    expect(low).toBeGreaterThan(0.93);
+    // Pooled, the drift swamps a 5% cost; boot by boot it is plain, and the verdict says so.
+    expect(row?.comparison.ratioInterval?.[1]).toBeGreaterThan(0.97);
+    expect(row?.verdict).toBe('MISSED (beyond 3%)');
+  });
+
+  it('pairs bound with unbound from the same boot', () => {
+    const samples = [
+      ...drifting('patched', 'partition-fault-4k-unbound', 1),
+      ...drifting('patched', 'partition-fault-4k-bound', 1.001),
+    ];
+    const [row] = bindingRows(samples);
+    expect(row?.byBoot.median).toBeCloseTo(1.001, 3);
+    expect(row?.verdict).toBe('met (within 3%)');
+  });
+
+  it('leaves out a boot that only one kernel has, and reads the pooled ratio below five pairs', () => {
+    const samples = [
+      ...drifting('stock', 'fault-4k', 1).filter((s) => s.boot < 4),
+      ...drifting('patched', 'fault-4k', 0.95),
+    ];
+    const [row] = kernelRows(samples);
+    expect(row?.byBoot.n).toBe(4);
+    expect(row?.byBoot.interval).toBeUndefined();
+    expect(
+      pairedByBoot(
+        samples.filter((s) => s.kernel === 'stock'),
+        [],
+      ),
+    ).toEqual({
+      median: Number.NaN,
+      n: 0,
+    });
+    expect(row?.verdict).toBe(verdict(row?.comparison as Comparison, true));
   });
 });
 
