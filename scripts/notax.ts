@@ -59,6 +59,7 @@ import {
   parseBootMemory,
   parseNotax,
   type Sample,
+  targetRatio,
   zoneNames,
 } from './testbed/notax-report.js';
 import { BLOCK, type PlugGuest, plug, plugGuest, untilUnplugged } from './testbed/plug.js';
@@ -263,16 +264,12 @@ function targetLines(rows: MetricRow[], labels: Record<Kernel, string>): string[
   return rows
     .filter((r) => r.targeted)
     .map((r) => {
-      const byBoot = r.byBoot.interval !== undefined;
-      const ratio = byBoot ? r.byBoot.median : r.comparison.ratio;
-      const [low, high] = (byBoot ? r.byBoot.interval : r.comparison.ratioInterval) ?? [
-        Number.NaN,
-        Number.NaN,
-      ];
+      const { ratio, ratioInterval, basis } = targetRatio(r);
+      const [low, high] = ratioInterval ?? [Number.NaN, Number.NaN];
       const width = ((high - low) / 2) * 100;
       const noise =
         width > 3 ? `; the interval is ±${width.toFixed(1)}%, wider than the 3% target` : '';
-      const how = byBoot ? `boot by boot (${r.byBoot.n} pairs)` : 'pooled';
+      const how = basis === 'by boot' ? `boot by boot (${r.byBoot.n} pairs)` : 'pooled';
       return `${r.label}: ${labels.patched}/${labels.stock} ${how} ${ratio.toFixed(3)} [${low.toFixed(3)}–${high.toFixed(3)}]: ${r.verdict}${noise}`;
     });
 }

@@ -126,7 +126,11 @@ export function compare(base: number[], other: number[]): Comparison {
 export function pairedByBoot(base: Sample[], other: Sample[]): Estimate {
   const perBoot = (samples: Sample[]) => {
     const boots = new Map<number, number[]>();
-    for (const s of samples) boots.set(s.boot, [...(boots.get(s.boot) ?? []), s.value]);
+    for (const s of samples) {
+      const values = boots.get(s.boot);
+      if (values) values.push(s.value);
+      else boots.set(s.boot, [s.value]);
+    }
     return boots;
   };
   const baseBoots = perBoot(base);
@@ -195,9 +199,6 @@ function row(metric: Metric, base: Sample[], other: Sample[]): MetricRow {
     other.map((s) => s.value),
   );
   const byBoot = pairedByBoot(base, other);
-  const read = byBoot.interval
-    ? { ratio: byBoot.median, ratioInterval: byBoot.interval }
-    : comparison;
   return {
     metric,
     label,
@@ -205,8 +206,23 @@ function row(metric: Metric, base: Sample[], other: Sample[]): MetricRow {
     comparison,
     byBoot,
     targeted,
-    verdict: verdict(read, higherIsBetter(metric)),
+    verdict: verdict(targetRatio({ comparison, byBoot }), higherIsBetter(metric)),
   };
+}
+
+/**
+ * The ratio the target reads: boot by boot when that has an interval (five pairs or more),
+ * pooled otherwise.
+ */
+export function targetRatio(row: Pick<MetricRow, 'comparison' | 'byBoot'>): {
+  ratio: number;
+  ratioInterval?: [number, number];
+  basis: 'by boot' | 'pooled';
+} {
+  const { comparison, byBoot } = row;
+  return byBoot.interval
+    ? { ratio: byBoot.median, ratioInterval: byBoot.interval, basis: 'by boot' }
+    : { ratio: comparison.ratio, ratioInterval: comparison.ratioInterval, basis: 'pooled' };
 }
 
 /** The samples of one metric on one kernel, in sample order. */
