@@ -1,11 +1,12 @@
 // Boots a guest under QEMU with a virtio-mem device, a QMP socket and a forwarded port for the
 // host <-> guest channel; captures the console to a file; always tears the VM down.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QmpClient, VirtioMemDevice } from '../../lib/host/vmm/qemu.js';
+import { accelerator } from './accel.js';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
@@ -42,16 +43,6 @@ export class VmError extends Error {
     super(
       `${message}\n--- guest console (last 60 lines) ---\n${consoleLog.split('\n').slice(-60).join('\n')}`,
     );
-  }
-}
-
-/** KVM when /dev/kvm can be opened, TCG (software emulation) otherwise. */
-export function accelerator(): 'kvm' | 'tcg' {
-  try {
-    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-    return 'kvm';
-  } catch {
-    return 'tcg';
   }
 }
 
@@ -117,7 +108,7 @@ export class Vm {
 
   private static async boot(opts: VmOptions): Promise<Vm> {
     const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
-    const accel = accelerator();
+    const { accel, cpu } = accelerator();
     const boot = opts.bootMemory ?? GiB;
     const region = opts.hotplugRegion ?? 4 * GiB;
     const hostPorts = new Map<number, number>();
@@ -140,7 +131,7 @@ export class Vm {
       '-accel',
       accel,
       '-cpu',
-      accel === 'kvm' ? 'host' : 'max',
+      cpu,
       '-smp',
       String(opts.cpus ?? 2),
       '-m',

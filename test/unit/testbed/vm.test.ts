@@ -14,11 +14,14 @@ describe('Vm.start when QEMU does not come up', () => {
     dir = mkdtempSync(join(tmpdir(), 'hotmem-fake-qemu-'));
     path = process.env.PATH;
     process.env.PATH = `${dir}:${path}`;
+    // No KVM probe: it would run the stand-in too
+    process.env.HOTMEM_ACCEL = 'tcg';
     vi.spyOn(console, 'error').mockImplementation(() => undefined);
   });
 
   afterEach(() => {
     process.env.PATH = path;
+    delete process.env.HOTMEM_ACCEL;
     vi.restoreAllMocks();
     rmSync(dir, { recursive: true, force: true });
   });
