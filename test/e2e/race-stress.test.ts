@@ -237,7 +237,8 @@ describe.skipIf(kernel.unavailable !== undefined)(
         };
         writeFileSync(join(OUT, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
         console.log(`race stress: ${JSON.stringify(summary)}; saved in ${OUT}`);
-        for (const line of run.stdout.split('\n').filter((l) => l.startsWith('RACESTRESS_FAIL')))
+        // A failure's lines, and the notes that say more about it
+        for (const line of run.stdout.split('\n').filter((l) => /^RACESTRESS_(FAIL|NOTE) /.test(l)))
           console.log(line);
         for (const r of reports) console.log(`kernel report:\n${r}`);
         if (stockReports[0])

@@ -59,6 +59,8 @@
 #define LOST_EXEC_RACE	3	/* the image that first saw 'B': its exec overlapped the bind */
 #define LOST_AFTER_EXEC	4	/* an image whose execve() began after the bind returned */
 #define LOST_AFTER_FORK	5	/* a child whose fork() began after the bind returned */
+/* A worker whose execve() failed exits with EXEC_FAILED + errno */
+#define EXEC_FAILED	100
 #define MAX_LANES	8
 #define MAX_PARTITIONS	(2 * MAX_LANES)
 #define WORKER_DEADLINE_S 60
@@ -250,6 +252,35 @@ static void check_bound(int partition, unsigned int left, const char *who, int s
 	}
 }
 
+/*
+ * execve() of the next image failed: say why with the partition's state as this image sees
+ * it, then exit with EXEC_FAILED + errno for the lane to count.
+ */
+static __attribute__((noreturn)) void exec_failed(int partition, unsigned int left)
+{
+	static const char *const names[] = { "state", "bound_mms", "present_bytes", "free_bytes",
+					     "blocks" };
+	char snapshot[600] = "", path[128], value[128];
+	int err = errno;
+	size_t len = 0;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), SYSFS_HOTMEM "/partition%d/%s", partition, names[i]);
+		if (read_file(path, value, sizeof(value)))
+			snprintf(value, sizeof(value), "?");
+		value[strcspn(value, "\n")] = '\0';
+		len += snprintf(snapshot + len, sizeof(snapshot) - len, " %s=%s", names[i], value);
+		if (len >= sizeof(snapshot))
+			break;
+	}
+	say("RACESTRESS_FAIL exec-looper %d (%u execs left, partition %d): execve: %s;%s",
+	    (int)getpid(), left, partition, strerror(err), snapshot);
+	/* Last: a fault in an exhausted partition kills us */
+	say("RACESTRESS_NOTE exec-looper %d: a page it faults is in partition %d: %d",
+	    (int)getpid(), partition, page_in_partition(partition));
+	_exit(EXEC_FAILED + err);
+}
+
 /* --exec-loop PARTITION LEFT SEEN */
 static int exec_loop(int partition, unsigned int left, bool seen)
 {
@@ -292,8 +323,7 @@ static int exec_loop(int partition, unsigned int left, bool seen)
 	snprintf(arg_left, sizeof(arg_left), "%u", left - 1);
 	mark('E');
 	execl(self_exe, "racestress", "--exec-loop", arg_p, arg_left, seen ? "1" : "0", NULL);
-	perror("racestress: execl");
-	return 2;
+	exec_failed(partition, left);
 }
 
 /* ---- Inside a faulter ---- */
@@ -504,7 +534,7 @@ static pid_t spawn_looper(int partition, int mark_w, int bound_r)
 		if (dup2(mark_w, MARK_FD) < 0 || dup2(bound_r, BOUND_FD) < 0)
 			_exit(2);
 		execl(self_exe, "racestress", "--exec-loop", arg_p, arg_k, "0", NULL);
-		_exit(2);
+		_exit(EXEC_FAILED + errno);
 	}
 	return pid;
 }
@@ -526,7 +556,7 @@ static pid_t spawn_faulter(int mark_w, int go_r, bool exhaust, unsigned int seed
 			_exit(2);
 		execl(self_exe, "racestress", "--fault", arg_t, arg_k, exhaust ? "1" : "0", arg_s,
 		      NULL);
-		_exit(2);
+		_exit(EXEC_FAILED + errno);
 	}
 	return pid;
 }
@@ -634,6 +664,10 @@ static void run_cycle(unsigned int lane, unsigned long cycle, unsigned int *seed
 				INC(lost_bindings_exec_race);
 			fail("cycle %lu: HOTMEM_IOC_BIND of the exec-looper to partition %u returned 0, but %s was not bound",
 			     cycle, a, how[WEXITSTATUS(status) - LOST_EXEC_RACE]);
+		} else if (WIFEXITED(status) && WEXITSTATUS(status) > EXEC_FAILED) {
+			INC(worker_failures);
+			fail("cycle %lu: an execve() of the exec-looper (partition %u) failed: %s",
+			     cycle, a, strerror(WEXITSTATUS(status) - EXEC_FAILED));
 		} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			INC(worker_failures);
 			fail("cycle %lu: the exec-looper ended with status %#x", cycle, status);
@@ -653,10 +687,16 @@ static void run_cycle(unsigned int lane, unsigned long cycle, unsigned int *seed
 			else
 				INC(exhaust_not_killed);
 		} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-			/* Killed on exhaustion if partition b was too small for it */
-			if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
-				INC(exhaust_kills);
-			else {
+			/* A few MiB never exhaust a partition of whole memory blocks */
+			if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+				INC(worker_failures);
+				fail("cycle %lu: the faulter (partition %u, not exhausting it) was killed",
+				     cycle, b);
+			} else if (WIFEXITED(status) && WEXITSTATUS(status) > EXEC_FAILED) {
+				INC(worker_failures);
+				fail("cycle %lu: the faulter's execve() (partition %u) failed: %s",
+				     cycle, b, strerror(WEXITSTATUS(status) - EXEC_FAILED));
+			} else {
 				INC(worker_failures);
 				fail("cycle %lu: the faulter ended with status %#x", cycle, status);
 			}
