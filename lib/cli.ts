@@ -15,7 +15,7 @@ import { runAgent } from './agent/run.js';
 import { DEFAULT_SOCKET_PATH } from './agent/server.js';
 import { launcherPath } from './binding.js';
 import { HotMemDevice, HotMemSysfs, type ReclaimReport } from './hotmem-device.js';
-import { createLogger, type LoggerHandle } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { type MemoryBlock, MemoryBlocks } from './memory-blocks.js';
 import { type IfUnavailable, OCI_HOOK_STAGES, type OciHookStage, runOciHook } from './oci-hook.js';
 import { PartitionManager } from './partition-manager.js';
@@ -105,7 +105,7 @@ interface Context {
   root: string;
   json: boolean;
   out: (text: string) => void;
-  log: LoggerHandle;
+  log: Logger;
 }
 
 /** Parses 512M, 2G, 1.5G, 4096 (bytes) into a byte count; rejects anything else, naming it. */
@@ -168,15 +168,11 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<numb
     out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
     log,
   };
-  try {
-    return await handler(context);
-  } finally {
-    log.flush();
-  }
+  return handler(context);
 }
 
 /** The agent logs its work; the other commands only what went wrong, unless asked. */
-function openLog(command: string, debug: boolean): LoggerHandle {
+function openLog(command: string, debug: boolean): Logger {
   try {
     return createLogger({
       ...(debug && { level: 'debug' }),
@@ -337,7 +333,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
     const manager = new PartitionManager({
       blocks: new MemoryBlocks({ root: context.root }),
       device,
-      logger: context.log.logger,
+      logger: context.log,
     });
     try {
       await manager.init();
@@ -347,7 +343,7 @@ const COMMANDS: Record<string, (context: Context) => Promise<number>> = {
         return await runBound(context, device.path, partition);
       } finally {
         await manager.reclaim(partition).then(
-          (report) => context.log.logger.info({ report: describeReclaim(report) }, 'reclaimed'),
+          (report) => context.log.info({ report: describeReclaim(report) }, 'reclaimed'),
           (error: unknown) => {
             // The command's status is what run reports; a partition left behind is worth a line.
             process.stderr.write(
@@ -425,7 +421,7 @@ async function ociHook(context: Context): Promise<number> {
     ifUnavailable: ifUnavailable as IfUnavailable,
     warn: (line) => process.stderr.write(`hotmem oci-hook: ${line}\n`),
   });
-  context.log.logger.info({ stage, outcome }, 'oci-hook done');
+  context.log.info({ stage, outcome }, 'oci-hook done');
   return EXIT.ok;
 }
 

@@ -69,7 +69,7 @@ export {
   SpawnError,
 } from './instance/instance.js';
 export { OutputRing } from './instance/output-ring.js';
-export { createLogger, type Logger, type LoggerHandle, type LoggerOptions } from './log.js';
+export { createLogger, type Logger, type LoggerOptions } from './log.js';
 export { type MemoryBlock, MemoryBlocks, type OnlineTarget } from './memory-blocks.js';
 export {
   type Acquired,

@@ -1,8 +1,10 @@
 /**
  * The one logger factory: pino, JSON lines, to stderr unless told otherwise.
  *
- * Writes go through an asynchronous pino.destination, so whoever ends the process must call
- * flush() first (the agent does it in its shutdown path), or the last lines are lost.
+ * Each line is written before the call returns. An asynchronous destination lost the last lines
+ * of a crash, and put a line still in flight after the CLI's error message, which must come
+ * last; the agent logs little (an instance's flooding output is rate-limited), so a write per
+ * line costs nothing that shows.
  */
 import { openSync } from 'node:fs';
 import { type Logger, pino, destination as pinoDestination } from 'pino';
@@ -25,12 +27,6 @@ export interface LoggerOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export interface LoggerHandle {
-  logger: Logger;
-  /** Writes out everything buffered, synchronously; safe to call more than once. */
-  flush(): void;
-}
-
 export function parseLogLevel(value: string, source: string): LogLevel {
   const level = value.trim().toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
@@ -41,7 +37,7 @@ export function parseLogLevel(value: string, source: string): LogLevel {
   return level as LogLevel;
 }
 
-export function createLogger(options: LoggerOptions = {}): LoggerHandle {
+export function createLogger(options: LoggerOptions = {}): Logger {
   const env = options.env ?? process.env;
   const fromEnv = env[LOG_LEVEL_ENV];
   const level =
@@ -51,21 +47,13 @@ export function createLogger(options: LoggerOptions = {}): LoggerHandle {
         ? parseLogLevel(fromEnv, LOG_LEVEL_ENV)
         : (options.defaultLevel ?? 'info');
   const destination = pinoDestination({
-    // A path is opened here, synchronously, so flush() works from the first line on.
     dest:
       typeof options.destination === 'string'
         ? openSync(options.destination, 'a')
         : (options.destination ?? 2),
-    sync: false,
-    minLength: 0,
+    sync: true,
   });
-  const logger = pino({ name: options.name ?? 'hotmem', level }, destination);
-  return {
-    logger,
-    flush() {
-      destination.flushSync();
-    },
-  };
+  return pino({ name: options.name ?? 'hotmem', level }, destination);
 }
 
 /** For library callers and tests that want no output. */

@@ -1,7 +1,7 @@
 /**
  * `hotmem agent`: wires the real dependencies (kernel device, memory blocks, partition manager,
  * launcher, pidfds, subreaper) into an Agent, serves it, and shuts down in order on SIGTERM or
- * SIGINT: stop instances newest first, reclaim, close, flush the log.
+ * SIGINT: stop instances newest first, reclaim, close.
  */
 import { open } from 'node:fs/promises';
 import path from 'node:path';
@@ -10,7 +10,6 @@ import { launcherPath, relayPath } from '../binding.js';
 import { CgroupTree, DEFAULT_CGROUP_ROOT } from '../cgroup.js';
 import { devicePath, HotMemDevice } from '../hotmem-device.js';
 import type { Launcher, Pidfds } from '../instance/instance.js';
-import type { LoggerHandle } from '../log.js';
 import { MemoryBlocks } from '../memory-blocks.js';
 import { PartitionManager } from '../partition-manager.js';
 import {
@@ -41,8 +40,7 @@ export interface RunAgentOptions {
 }
 
 /** Resolves once the agent has shut down after SIGTERM or SIGINT. */
-export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Promise<void> {
-  const { logger } = log;
+export async function runAgent(options: RunAgentOptions, logger: Logger): Promise<void> {
   const endpoint = await resolveEndpoint(options);
   const native = nativeProcessSupport(logger);
   const hotmem = options.unbound ? null : openHotMem(options.root, logger);
@@ -88,7 +86,6 @@ export async function runAgent(options: RunAgentOptions, log: LoggerHandle): Pro
   await server?.close();
   bindings.close();
   hotmem?.close();
-  log.flush();
   if (failure !== undefined) throw failure;
 }
 

@@ -55,15 +55,14 @@ it('logs instance output line by line when asked to', async () => {
 it('keeps the agent log small while an instance floods its output', async () => {
   const tree = await makeTempTree();
   const logFile = path.join(tree.dir, 'agent.log');
-  const log = createLogger({ destination: logFile, level: 'info' });
-  harness = await startHarness({ tree, logger: log.logger });
+  const logger = createLogger({ destination: logFile, level: 'info' });
+  harness = await startHarness({ tree, logger });
   const { id } = await harness.client.createInstance({
     command: ['timeout', '1.5', 'yes'],
     memoryBytes: 8 * MiB,
   });
   const instance = harness.agent.getInstance(id);
   await instance.exited;
-  log.flush();
   const logged = (await stat(logFile)).size;
   const text = await readFile(logFile, 'utf8');
   expect(logged, text.slice(0, 2000)).toBeLessThan(64 * 1024);

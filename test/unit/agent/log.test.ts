@@ -1,5 +1,6 @@
 // The logger factory the agent and the CLI share: level from option or HOTMEM_LOG_LEVEL, JSON
-// lines to a destination, flushed on demand.
+// lines to a destination, each written before the call returns.
+import { appendFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,13 +13,12 @@ afterEach(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-it('writes JSON lines at the level of HOTMEM_LOG_LEVEL, and all of them once flushed', async () => {
+it('writes JSON lines at the level of HOTMEM_LOG_LEVEL', async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'hotmem-log-'));
   const file = path.join(dir, 'agent.log');
-  const { logger, flush } = createLogger({ destination: file, env: { HOTMEM_LOG_LEVEL: 'WARN' } });
+  const logger = createLogger({ destination: file, env: { HOTMEM_LOG_LEVEL: 'WARN' } });
   logger.info('hidden');
   logger.warn({ partition: 3 }, 'shown');
-  flush();
   const lines = (await readFile(file, 'utf8'))
     .trim()
     .split('\n')
@@ -28,8 +28,26 @@ it('writes JSON lines at the level of HOTMEM_LOG_LEVEL, and all of them once flu
   ]);
 });
 
+it('has a line on its destination before the next write by anyone else', async () => {
+  // The CLI's error line must follow the agent's last log line, and a crash must lose nothing.
+  dir = await mkdtemp(path.join(tmpdir(), 'hotmem-log-'));
+  const file = path.join(dir, 'agent.log');
+  const logger = createLogger({ destination: file, level: 'info' });
+  for (let i = 0; i < 20; i++) {
+    logger.info({ i }, 'logged');
+    appendFileSync(file, `after ${i}\n`);
+  }
+  const lines = (await readFile(file, 'utf8')).trim().split('\n');
+  expect(lines).toEqual(
+    Array.from({ length: 20 }, (_, i) => [
+      expect.stringContaining(`"i":${i},"msg":"logged"`),
+      `after ${i}`,
+    ]).flat(),
+  );
+});
+
 it('lets the option win over the environment', () => {
-  const { logger } = createLogger({ level: 'debug', env: { HOTMEM_LOG_LEVEL: 'error' } });
+  const logger = createLogger({ level: 'debug', env: { HOTMEM_LOG_LEVEL: 'error' } });
   expect(logger.level).toBe('debug');
 });
 
