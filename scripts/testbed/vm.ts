@@ -22,6 +22,11 @@ export interface VmOptions {
   hotplugRegion?: number;
   /** virtio-mem device block size. */
   hotplugBlockSize?: number;
+  /**
+   * Two NUMA nodes: node 0 has the boot memory and the first CPU, node 1 the other CPUs and
+   * the virtio-mem device, so hot-plugged memory is the only memory it ever has.
+   */
+  twoNodes?: boolean;
   /** Extra kernel command line parameters. */
   append?: string[];
   /** Guest TCP ports, each forwarded to a free port on the host's 127.0.0.1. */
@@ -107,10 +112,22 @@ export class Vm {
   }
 
   private static async boot(opts: VmOptions): Promise<Vm> {
+    const cpus = opts.cpus ?? 2;
+    if (opts.twoNodes && cpus < 2) throw new Error('a two-node guest needs at least 2 CPUs');
     const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
     const { accel, cpu } = accelerator();
     const boot = opts.bootMemory ?? GiB;
     const region = opts.hotplugRegion ?? 4 * GiB;
+    const numa = opts.twoNodes
+      ? [
+          '-object',
+          `memory-backend-ram,id=ram0,size=${boot / MiB}M`,
+          '-numa',
+          'node,nodeid=0,cpus=0,memdev=ram0',
+          '-numa',
+          `node,nodeid=1,cpus=1-${cpus - 1}`,
+        ]
+      : [];
     const hostPorts = new Map<number, number>();
     for (const guestPort of opts.guestPorts ?? []) hostPorts.set(guestPort, await freePort());
     const forwards = [...hostPorts]
@@ -133,13 +150,15 @@ export class Vm {
       '-cpu',
       cpu,
       '-smp',
-      String(opts.cpus ?? 2),
+      // A CPU per socket: CPUs that share a cache across nodes make Linux warn at boot.
+      opts.twoNodes ? `${cpus},sockets=${cpus}` : String(cpus),
       '-m',
       `${boot / MiB}M,maxmem=${(boot + region) / MiB}M`,
+      ...numa,
       '-object',
       `memory-backend-ram,id=vmem0,size=${region / MiB}M`,
       '-device',
-      `virtio-mem-pci,id=vm0,memdev=vmem0,block-size=${(opts.hotplugBlockSize ?? 2 * MiB) / MiB}M,requested-size=0`,
+      `virtio-mem-pci,id=vm0,memdev=vmem0,block-size=${(opts.hotplugBlockSize ?? 2 * MiB) / MiB}M,requested-size=0${opts.twoNodes ? ',node=1' : ''}`,
       '-kernel',
       opts.kernel,
       '-initrd',

@@ -53,4 +53,35 @@ describe('Vm.start when QEMU does not come up', () => {
     expect((err as VmError).consoleLog).toContain('bad option');
     expect(runs()).toBe(1);
   });
+
+  it('puts the boot memory on node 0, the virtio-mem device on node 1 and each CPU in a socket of its own', async () => {
+    fakeQemu(`printf '%s\\n' "$@" >"${join(dir, 'args')}"; exit 1`);
+    const err = await Vm.start({
+      kernel: 'bzImage',
+      initrd: 'initrd',
+      command: ['true'],
+      cpus: 4,
+      bootMemory: 512 * 1024 * 1024,
+      twoNodes: true,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmError);
+    const args = readFileSync(join(dir, 'args'), 'utf8').split('\n');
+    expect(args).toEqual(
+      expect.arrayContaining([
+        'memory-backend-ram,id=ram0,size=512M',
+        'node,nodeid=0,cpus=0,memdev=ram0',
+        'node,nodeid=1,cpus=1-3',
+        '4,sockets=4',
+      ]),
+    );
+    expect(args.find((a) => a.startsWith('virtio-mem-pci,'))).toMatch(/,node=1$/);
+  });
+
+  it('refuses a two-node guest with one CPU before starting QEMU', async () => {
+    fakeQemu('exit 1');
+    await expect(
+      Vm.start({ kernel: 'bzImage', initrd: 'initrd', command: ['true'], cpus: 1, twoNodes: true }),
+    ).rejects.toThrow(/two-node guest needs at least 2 CPUs/);
+    expect(() => runs()).toThrow();
+  });
 });
