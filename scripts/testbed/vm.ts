@@ -1,7 +1,7 @@
 // Boots a guest under QEMU with a virtio-mem device, a QMP socket and a forwarded port for the
 // host <-> guest channel; captures the console to a file; always tears the VM down.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,8 @@ export interface VmOptions {
    * the virtio-mem device, so hot-plugged memory is the only memory it ever has.
    */
   twoNodes?: boolean;
+  /** An empty virtio-blk disk of this many bytes (/dev/vda in the guest) to swap on. */
+  swapDisk?: number;
   /** Extra kernel command line parameters. */
   append?: string[];
   /** Guest TCP ports, each forwarded to a free port on the host's 127.0.0.1. */
@@ -128,6 +130,18 @@ export class Vm {
           `node,nodeid=1,cpus=1-${cpus - 1}`,
         ]
       : [];
+    const swap: string[] = [];
+    if (opts.swapDisk !== undefined) {
+      const image = join(dir, 'swap.img');
+      writeFileSync(image, '');
+      truncateSync(image, opts.swapDisk);
+      swap.push(
+        '-drive',
+        `file=${image},if=none,id=swap0,format=raw`,
+        '-device',
+        'virtio-blk-pci,drive=swap0',
+      );
+    }
     const hostPorts = new Map<number, number>();
     for (const guestPort of opts.guestPorts ?? []) hostPorts.set(guestPort, await freePort());
     const forwards = [...hostPorts]
@@ -159,6 +173,7 @@ export class Vm {
       `memory-backend-ram,id=vmem0,size=${region / MiB}M`,
       '-device',
       `virtio-mem-pci,id=vm0,memdev=vmem0,block-size=${(opts.hotplugBlockSize ?? 2 * MiB) / MiB}M,requested-size=0${opts.twoNodes ? ',node=1' : ''}`,
+      ...swap,
       '-kernel',
       opts.kernel,
       '-initrd',

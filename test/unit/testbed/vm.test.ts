@@ -77,6 +77,27 @@ describe('Vm.start when QEMU does not come up', () => {
     expect(args.find((a) => a.startsWith('virtio-mem-pci,'))).toMatch(/,node=1$/);
   });
 
+  it('gives a swap disk as an empty, sparse virtio-blk drive', async () => {
+    fakeQemu(
+      `printf '%s\\n' "$@" >"${join(dir, 'args')}"; ` +
+        `img=$(printf '%s\\n' "$@" | sed -n 's/^file=\\([^,]*\\),.*/\\1/p'); ` +
+        `stat -c '%s %b' "$img" >"${join(dir, 'image')}"; exit 1`,
+    );
+    await Vm.start({
+      kernel: 'bzImage',
+      initrd: 'initrd',
+      command: ['true'],
+      swapDisk: 64 * 1024 * 1024,
+    }).catch(() => undefined);
+    const args = readFileSync(join(dir, 'args'), 'utf8').split('\n');
+    const drive = args.find((a) => a.startsWith('file='));
+    expect(drive).toMatch(/^file=\/.*\/swap\.img,if=none,id=swap0,format=raw$/);
+    expect(args).toContain('virtio-blk-pci,drive=swap0');
+    const [size, blocks] = readFileSync(join(dir, 'image'), 'utf8').trim().split(' ');
+    expect(Number(size)).toBe(64 * 1024 * 1024);
+    expect(Number(blocks)).toBe(0);
+  });
+
   it('refuses a two-node guest with one CPU before starting QEMU', async () => {
     fakeQemu('exit 1');
     await expect(
