@@ -11,10 +11,11 @@
 // HOTMEM_RACE_SECONDS (the guest's time budget for them, default 420) size the run, and
 // HOTMEM_RACE_EXHAUST_EVERY (default the program's, 100) how often a cycle exhausts its partition;
 // HOTMEM_RACE=1 runs it where it is known to fail (v4 and v5; see knownFailure());
+// HOTMEM_RACE_KERNEL=6.6 runs it on the 6.6 series' debug build (given HOTMEM_V6_6_SOURCE);
 // HOTMEM_RACE_SERIES boots another series directory (a copy of an earlier revision, say) instead
-// of kernel-patches/v6.12; HOTMEM_RACE_OUT is where the console, the program's output and every
-// kernel report are saved (test-results/race-stress). Series v4 and v5 are skipped, with the
-// reason, unless HOTMEM_RACE=1.
+// of kernel-patches/v6.12 (or v6.6); HOTMEM_RACE_OUT is where the console, the program's output
+// and every kernel report are saved (test-results/race-stress). Series v4 and v5 are skipped,
+// with the reason, unless HOTMEM_RACE=1.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,8 +71,9 @@ function knownFailure(series: string, env: NodeJS.ProcessEnv): string | undefine
 }
 
 function raceKernel(env: NodeJS.ProcessEnv = process.env): HotMemKernel {
-  const debug = hotMemKernels(env).find((k) => k.debug && k.name.startsWith('patched 6.12'));
-  if (!debug) throw new Error('hotMemKernels() has no 6.12 debug kernel');
+  const base = env.HOTMEM_RACE_KERNEL ?? '6.12';
+  const debug = hotMemKernels(env).find((k) => k.debug && k.name.startsWith(`patched ${base} `));
+  if (!debug) throw new Error(`HOTMEM_RACE_KERNEL=${base}: no such debug kernel (6.12 or 6.6)`);
   const series = env.HOTMEM_RACE_SERIES ? resolve(env.HOTMEM_RACE_SERIES) : debug.series;
   const unavailable = hasPatches(series)
     ? knownFailure(series, env)
