@@ -39,6 +39,23 @@ function notPassed(stdout: string, checks: string[]): string[] {
   return checks.filter((check) => !passed.includes(check));
 }
 
+/** Each memory block's name and state, and its zone if online, in block order. */
+async function memoryBlocks(g: Guest): Promise<{ name: string; state: string; zone: string }[]> {
+  const out = await g.guest.check([
+    '/bin/sh',
+    '-c',
+    'cd /sys/devices/system/memory && for b in memory*; do echo $b $(cat $b/state) $(cat $b/valid_zones); done',
+  ]);
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [name = '', state = '', zone = ''] = line.split(' ');
+      return { name, state, zone };
+    })
+    .sort((a, b) => Number(a.name.slice(6)) - Number(b.name.slice(6)));
+}
+
 /**
  * The offline blocks once all `count` of them are there: virtio-mem plugs a block's sub-blocks,
  * which the device counts, before it adds the block to Linux, so a plug that the host sees done
@@ -47,12 +64,7 @@ function notPassed(stdout: string, checks: string[]): string[] {
 async function offlineBlocks(g: Guest, count: number): Promise<string[]> {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const out = await g.guest.check([
-      '/bin/sh',
-      '-c',
-      'cd /sys/devices/system/memory && for b in memory*; do [ "$(cat $b/state)" = offline ] && echo $b; done; true',
-    ]);
-    const blocks = out.split('\n').filter(Boolean);
+    const blocks = (await memoryBlocks(g)).filter((b) => b.state === 'offline').map((b) => b.name);
     if (blocks.length >= count || Date.now() > deadline) return blocks;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -346,23 +358,6 @@ for (const kernel of hotMemKernels()) {
 const AUTO_MOVABLE_RATIO = 32;
 const PARTITION_MEMORY = 2 * BLOCK;
 const AUTO_ONLINED = 4 * BLOCK;
-
-/** Each memory block's name and state, and its zone if online, in block order. */
-async function memoryBlocks(g: Guest): Promise<{ name: string; state: string; zone: string }[]> {
-  const out = await g.guest.check([
-    '/bin/sh',
-    '-c',
-    'cd /sys/devices/system/memory && for b in memory*; do echo $b $(cat $b/state) $(cat $b/valid_zones); done',
-  ]);
-  return out
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => {
-      const [name = '', state = '', zone = ''] = line.split(' ');
-      return { name, state, zone };
-    })
-    .sort((a, b) => Number(a.name.slice(6)) - Number(b.name.slice(6)));
-}
 
 /** The zones the auto-movable policy onlines AUTO_ONLINED of plugged memory to. */
 async function autoOnlinedZones(bzImage: string, partitionMemory: number): Promise<string[]> {
