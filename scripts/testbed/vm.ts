@@ -5,7 +5,7 @@ import { createWriteStream, mkdtempSync, rmSync, truncateSync, writeFileSync } f
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QmpClient, VirtioMemDevice } from '../../lib/host/vmm/qemu.js';
+import { QmpClient, type QmpEvent, VirtioMemDevice } from '../../lib/host/vmm/qemu.js';
 import { accelerator } from './accel.js';
 
 export const MiB = 1024 * 1024;
@@ -29,6 +29,12 @@ export interface VmOptions {
   twoNodes?: boolean;
   /** An empty virtio-blk disk of this many bytes (/dev/vda in the guest) to swap on. */
   swapDisk?: number;
+  /**
+   * Room for ACPI-hot-plugged DIMMs (pc-dimm, see plugDimm()) beside the virtio-mem region: the
+   * other way memory reaches a guest, and the one memory_hotplug.memmap_on_memory applies to
+   * (virtio-mem does not use it).
+   */
+  dimmRegion?: number;
   /** Extra kernel command line parameters. */
   append?: string[];
   /** Guest TCP ports, each forwarded to a free port on the host's 127.0.0.1. */
@@ -37,6 +43,25 @@ export interface VmOptions {
   bootTimeoutMs?: number;
   readyMarker?: string;
   log?: (line: string) => void;
+}
+
+/** pc-dimm slots of a guest with a dimmRegion. */
+const DIMM_SLOTS = 4;
+// ACPI _OST status codes (ACPI 6.5, 6.3.5): success, and "ejection in progress", which Linux
+// reports before it tries.
+const ACPI_OST_SUCCESS = 0;
+const ACPI_OST_EJECT_IN_PROGRESS = 0x84;
+
+/** The guest refused to eject a DIMM: its memory could not all go offline. */
+export class DimmEjectRefused extends Error {
+  override readonly name = 'DimmEjectRefused';
+  constructor(
+    readonly dimm: string,
+    /** The guest's final _OST status (0x82: device busy). */
+    readonly status: number,
+  ) {
+    super(`the guest refused to eject DIMM ${dimm} (_OST status 0x${status.toString(16)})`);
+  }
 }
 
 export class VmError extends Error {
@@ -167,7 +192,7 @@ export class Vm {
       // A CPU per socket: CPUs that share a cache across nodes make Linux warn at boot.
       opts.twoNodes ? `${cpus},sockets=${cpus}` : String(cpus),
       '-m',
-      `${boot / MiB}M,maxmem=${(boot + region) / MiB}M`,
+      `${boot / MiB}M,maxmem=${(boot + region + (opts.dimmRegion ?? 0)) / MiB}M${opts.dimmRegion ? `,slots=${DIMM_SLOTS}` : ''}`,
       ...numa,
       '-object',
       `memory-backend-ram,id=vmem0,size=${region / MiB}M`,
@@ -305,6 +330,68 @@ export class Vm {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Hot-plugs a DIMM of `bytes` (pc-dimm `id`, backed by memory-backend-ram `${id}-ram`) into the
+   * guest's dimmRegion. ACPI tells the guest, which adds its memory blocks (offline, unless the
+   * guest's auto-online policy says otherwise).
+   */
+  async plugDimm(id: string, bytes: number): Promise<void> {
+    const memdev = `${id}-ram`;
+    await this.qmp.execute('object-add', {
+      'qom-type': 'memory-backend-ram',
+      id: memdev,
+      size: bytes,
+    });
+    try {
+      await this.qmp.execute('device_add', { driver: 'pc-dimm', id, memdev });
+    } catch (err) {
+      await this.qmp.execute('object-del', { id: memdev }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Asks the guest to eject DIMM `id` and waits up to timeoutMs for the answer, then drops its
+   * backend. The guest takes every memory block of the DIMM offline first (ACPI _EJ0) and
+   * refuses the eject when one will not go: its final _OST status (QEMU's ACPI_DEVICE_OST)
+   * then rejects with DimmEjectRefused, the DIMM still plugged.
+   */
+  async unplugDimm(id: string, timeoutMs: number): Promise<void> {
+    let onEvent: ((e: QmpEvent) => void) | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const answered = new Promise<void>((resolve, reject) => {
+      onEvent = (e) => {
+        if (e.event === 'DEVICE_DELETED' && (e.data as { device?: string }).device === id)
+          resolve();
+        const ost = (e.data as { info?: { device?: string; status?: number } }).info;
+        if (
+          e.event === 'ACPI_DEVICE_OST' &&
+          ost?.device === id &&
+          ost.status !== undefined &&
+          ost.status !== ACPI_OST_SUCCESS &&
+          ost.status !== ACPI_OST_EJECT_IN_PROGRESS
+        )
+          reject(new DimmEjectRefused(id, ost.status));
+      };
+      this.qmp.on('event', onEvent);
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(`the guest did not answer the eject of DIMM ${id} within ${timeoutMs} ms`),
+          ),
+        timeoutMs,
+      );
+    });
+    try {
+      await this.qmp.execute('device_del', { id });
+      await answered;
+    } finally {
+      clearTimeout(timer);
+      if (onEvent) this.qmp.off('event', onEvent);
+    }
+    await this.qmp.execute('object-del', { id: `${id}-ram` });
   }
 
   /** Kernel warnings, oopses and lockdep/KASAN reports seen on the console. */

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
+  isStockAltmapReport,
   isStockHotRemoveReport,
   kernelReports,
   reportTime,
@@ -67,5 +68,31 @@ describe('kernel reports', () => {
     const reports = kernelReports(kasan);
     expect(reports).toHaveLength(1);
     expect(isStockHotRemoveReport(reports[0] ?? '')).toBe(false);
+  });
+
+  describe("stock 6.6.9's altmap warning", () => {
+    // As a stock 6.6.9 build printed it (2026-12-07) when an ACPI DIMM added with
+    // memmap_on_memory=force was ejected.
+    const altmapLog = readFileSync(
+      new URL('../fixtures/altmap-stock-dimm-remove.txt', import.meta.url),
+      'utf8',
+    );
+
+    it('is one report, recognised as the stock one, and not taken for the lockdep one', () => {
+      const reports = kernelReports(altmapLog);
+      expect(reports).toHaveLength(1);
+      expect(isStockAltmapReport(reports[0] ?? '')).toBe(true);
+      expect(isStockHotRemoveReport(reports[0] ?? '')).toBe(false);
+      expect(isStockAltmapReport(kernelReports(consoleLog)[0] ?? '')).toBe(false);
+    });
+
+    it('is not excused once a HotMem frame is in it', () => {
+      const withHotMem = altmapLog.replace(
+        'acpi_memory_device_remove+0x62/0xa8',
+        'hotmem_reclaim+0x62/0xa8',
+      );
+      expect(withHotMem).not.toBe(altmapLog);
+      expect(isStockAltmapReport(kernelReports(withHotMem)[0] ?? '')).toBe(false);
+    });
   });
 });

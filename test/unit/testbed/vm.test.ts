@@ -98,6 +98,22 @@ describe('Vm.start when QEMU does not come up', () => {
     expect(Number(blocks)).toBe(0);
   });
 
+  it('makes room and slots for DIMMs beside the virtio-mem region only when asked', async () => {
+    fakeQemu(
+      `printf '%s\\n' "$@" >>"${join(dir, 'args')}"; echo -- >>"${join(dir, 'args')}"; exit 1`,
+    );
+    const MiB = 1024 * 1024;
+    const opts = { kernel: 'bzImage', initrd: 'initrd', command: ['true'], bootMemory: 1024 * MiB };
+    await Vm.start({ ...opts, hotplugRegion: 2048 * MiB }).catch(() => undefined);
+    await Vm.start({ ...opts, hotplugRegion: 2048 * MiB, dimmRegion: 512 * MiB }).catch(
+      () => undefined,
+    );
+    const memory = readFileSync(join(dir, 'args'), 'utf8')
+      .split('\n')
+      .filter((a) => a.startsWith('1024M,'));
+    expect(memory).toEqual(['1024M,maxmem=3072M', '1024M,maxmem=3584M,slots=4']);
+  });
+
   it('refuses a two-node guest with one CPU before starting QEMU', async () => {
     fakeQemu('exit 1');
     await expect(
