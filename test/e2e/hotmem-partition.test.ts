@@ -71,6 +71,12 @@ async function offlineBlocks(g: Guest, count: number): Promise<string[]> {
   }
 }
 
+/** Onlines memory blocks (memoryN names) into HotMem partition `partition`. */
+async function onlineIntoPartition(g: Guest, blocks: string[], partition: number): Promise<void> {
+  for (const b of blocks)
+    await g.guest.write(`/sys/devices/system/memory/${b}/state`, `online_hotmem${partition}`);
+}
+
 async function partitionAttr(g: Guest, partition: number, attr: string): Promise<string> {
   return (await g.guest.read(`${HOTMEM_SYSFS}/partition${partition}/${attr}`)).trim();
 }
@@ -95,15 +101,11 @@ async function presentBytes(g: Guest, partition: number, bytes: number): Promise
  */
 async function unplugSparesBoundPartitions(g: Guest): Promise<void> {
   const half = PLUG / 2;
-  const online = async (blocks: string[], partition: number) => {
-    for (const b of blocks)
-      await g.guest.write(`/sys/devices/system/memory/${b}/state`, `online_hotmem${partition}`);
-  };
   await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
   const blocks = await offlineBlocks(g, PLUG / BLOCK);
   expect(blocks.length).toBe(PLUG / BLOCK);
-  await online(blocks.slice(0, half / BLOCK), 1);
-  await online(blocks.slice(half / BLOCK), 2);
+  await onlineIntoPartition(g, blocks.slice(0, half / BLOCK), 1);
+  await onlineIntoPartition(g, blocks.slice(half / BLOCK), 2);
   const hog = await g.guest.spawn(
     [GUEST_HOTMEM_EXEC, '--partition', '1', '--', GUEST_MEMHOG, String(HOG_MIB / 2)],
     { waitFor: 'memhog ready' },
@@ -152,8 +154,9 @@ async function plugLeavesPartitionsAlone(g: Guest): Promise<void> {
   const partition = 3;
   const free = async () => Number(await partitionAttr(g, partition, 'free_bytes'));
   await g.vm.virtioMem.resize(BLOCK, { timeoutMs: 60_000 });
-  const [block] = await offlineBlocks(g, 1);
-  await g.guest.write(`/sys/devices/system/memory/${block}/state`, `online_hotmem${partition}`);
+  const blocks = await offlineBlocks(g, 1);
+  expect(blocks.length).toBeGreaterThanOrEqual(1);
+  await onlineIntoPartition(g, blocks.slice(0, 1), partition);
   const populated = await free();
 
   await g.vm.virtioMem.resize(BLOCK / 2, { timeoutMs: 60_000 });
@@ -199,8 +202,7 @@ for (const kernel of hotMemKernels()) {
         await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
         const blocks = await offlineBlocks(g, PLUG / BLOCK);
         expect(blocks.length).toBe(PLUG / BLOCK);
-        for (const b of blocks)
-          await g.guest.write(`/sys/devices/system/memory/${b}/state`, 'online_hotmem0');
+        await onlineIntoPartition(g, blocks, 0);
         expect(await partitionAttr(g, 0, 'state')).toBe('free');
         expect(Number(await partitionAttr(g, 0, 'present_bytes'))).toBe(PLUG);
 
@@ -403,8 +405,7 @@ for (const kernel of hotMemKernels()) {
         for (const dimm of DIMMS) await g.vm.plugDimm(dimm, DIMM);
         const blocks = await offlineBlocks(g, PARTITION_BYTES / BLOCK);
         expect(blocks).toHaveLength(PARTITION_BYTES / BLOCK);
-        for (const b of blocks)
-          await g.guest.write(`/sys/devices/system/memory/${b}/state`, `online_hotmem${partition}`);
+        await onlineIntoPartition(g, blocks, partition);
         const present = Number(await partitionAttr(g, partition, 'present_bytes'));
         const free = async () => Number(await partitionAttr(g, partition, 'free_bytes'));
         const managed = await free();
@@ -476,8 +477,7 @@ async function autoOnlinedZones(bzImage: string, partitionMemory: number): Promi
   try {
     if (partitionMemory > 0) {
       await g.vm.virtioMem.resize(partitionMemory, { timeoutMs: 60_000 });
-      for (const b of await offlineBlocks(g, partitionMemory / BLOCK))
-        await g.guest.write(`/sys/devices/system/memory/${b}/state`, 'online_hotmem0');
+      await onlineIntoPartition(g, await offlineBlocks(g, partitionMemory / BLOCK), 0);
       expect(await partitionAttr(g, 0, 'present_bytes')).toBe(String(partitionMemory));
     }
     const params = '/sys/module/memory_hotplug/parameters';
