@@ -217,7 +217,8 @@ export class HotMemDevice extends EventEmitter<HotMemDeviceEvents> {
    * Binds the process behind pidfd (and every process sharing or later forking its mm) to a
    * partition. Without waitMs an unpopulated partition fails at once (ENXIO); with waitMs the
    * kernel sleeps until it is populated or waitMs elapse (ETIMEDOUT). An mm bound to another
-   * partition gives EBUSY.
+   * partition gives EBUSY; so does a partition being reclaimed, unplugged or offlined, for which
+   * waitMs waits instead.
    */
   async bind(pidfd: number, partition: number, opts: { waitMs?: number } = {}): Promise<void> {
     checkInteger('pidfd', pidfd, 0, MAX_INT32);
