@@ -77,6 +77,41 @@ async function onlineIntoPartition(g: Guest, blocks: string[], partition: number
     await g.guest.write(`/sys/devices/system/memory/${b}/state`, `online_hotmem${partition}`);
 }
 
+/** The NUMA node a memory block belongs to (its nodeN link in sysfs). */
+async function blockNode(g: Guest, block: string): Promise<number> {
+  const out = await g.guest.check(['/bin/ls', `/sys/devices/system/memory/${block}`]);
+  const node = /^node(\d+)$/m.exec(out)?.[1];
+  if (node === undefined) throw new Error(`${block} has no node link`);
+  return Number(node);
+}
+
+/** A populated HotMem zone, from /proc/zoneinfo: its partition, node and page counts. */
+interface PartitionZone {
+  partition: number;
+  node: number;
+  free: number;
+  present: number;
+  managed: number;
+}
+
+async function partitionZones(g: Guest): Promise<PartitionZone[]> {
+  const zones: PartitionZone[] = [];
+  for (const zone of (await g.guest.read('/proc/zoneinfo')).split(/^(?=Node \d+, zone)/m)) {
+    const head = /^Node (\d+), zone\s+HotMem(\d+)$/m.exec(zone);
+    const count = (name: string) =>
+      Number(new RegExp(`^\\s+${name}\\s+(\\d+)$`, 'm').exec(zone)?.[1] ?? 0);
+    if (head && count('present') > 0)
+      zones.push({
+        partition: Number(head[2]),
+        node: Number(head[1]),
+        free: count('pages free'),
+        present: count('present'),
+        managed: count('managed'),
+      });
+  }
+  return zones;
+}
+
 async function partitionAttr(g: Guest, partition: number, attr: string): Promise<string> {
   return (await g.guest.read(`${HOTMEM_SYSFS}/partition${partition}/${attr}`)).trim();
 }
@@ -310,7 +345,9 @@ for (const kernel of hotMemKernels()) {
 
 // Two nodes, the second with only hot-plugged memory: the kselftest's migration checks need a
 // node without the partition's memory to ask for, and skip on a one-node guest. Whatever a
-// bound process or NUMA balancing asks for, a partition's pages must stay in it.
+// bound process or NUMA balancing asks for, a partition's pages must stay in it. The guest also
+// has room for a DIMM, which QEMU puts on node 0: with a virtio-mem block of node 1, one
+// partition then has a zone on each node.
 const MIGRATION_CHECKS = [
   'move_pages() to another node leaves partition pages in it',
   'mbind(MPOL_MF_MOVE) leaves partition pages in it',
@@ -330,6 +367,7 @@ for (const kernel of hotMemKernels()) {
         g = await bootGuest(bzImage, {
           hotplugRegion: 2 * GiB,
           twoNodes: true,
+          dimmRegion: BLOCK,
           extraFiles: { [GUEST_SELFTEST]: buildHotMemSelftest(bzImage) },
         });
       });
@@ -347,6 +385,69 @@ for (const kernel of hotMemKernels()) {
         expect(notPassed(r.stdout, MIGRATION_CHECKS)).toEqual([]);
         expect(r.stdout).toMatch(/^# Totals: pass:[1-9]\d* fail:0 /m);
         expect(r.code).toBe(0);
+      });
+
+      it('fills one partition on both nodes, then reclaims it whole without migrating', async () => {
+        const partition = 5;
+        // The kselftest left blocks behind: this test onlines only the two it adds.
+        const before = new Set((await memoryBlocks(g)).map((b) => b.name));
+        await g.vm.virtioMem.resize(PLUG + BLOCK, { timeoutMs: 60_000 });
+        await g.vm.plugDimm('dimm0', BLOCK);
+        const added = async () =>
+          Promise.all(
+            (await memoryBlocks(g))
+              .filter((b) => !before.has(b.name) && b.state === 'offline')
+              .map(async (b) => ({ name: b.name, node: await blockNode(g, b.name) })),
+          );
+        const deadline = Date.now() + 30_000;
+        let blocks = await added();
+        while (blocks.length < 2 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+          blocks = await added();
+        }
+        expect(blocks.map((b) => b.node).sort()).toEqual([0, 1]);
+        await onlineIntoPartition(
+          g,
+          blocks.map((b) => b.name),
+          partition,
+        );
+        const zones = async () =>
+          (await partitionZones(g)).filter((z) => z.partition === partition);
+        expect((await zones()).map((z) => [z.node, z.present * 4096])).toEqual([
+          [0, BLOCK],
+          [1, BLOCK],
+        ]);
+
+        // More than one block holds: the partition's zonelist takes the rest from the other node's.
+        const hogMiB = 200;
+        const hog = await g.guest.spawn(
+          [GUEST_HOTMEM_EXEC, '--partition', String(partition), '--', GUEST_MEMHOG, String(hogMiB)],
+          { waitFor: 'memhog ready' },
+        );
+        const used = (await zones()).map((z) => ({
+          node: z.node,
+          bytes: (z.managed - z.free) * 4096,
+        }));
+        console.log(
+          `partition on two nodes: ${used.map((z) => `node ${z.node} ${(z.bytes / MiB).toFixed(1)} MiB`).join(', ')} in use`,
+        );
+        expect(used.every((z) => z.bytes >= 8 * MiB)).toBe(true);
+        expect(used.reduce((sum, z) => sum + z.bytes, 0)).toBeGreaterThanOrEqual(hogMiB * MiB);
+        expect(await partitionAttr(g, partition, 'spilled_pages')).toBe('0');
+
+        await g.guest.signal(hog, 'SIGKILL');
+        await g.guest.wait(hog);
+        expect(await partitionAttr(g, partition, 'state')).toBe('free');
+        // Every page back in the buddy allocator of its node's zone once the release drained them.
+        await expect
+          .poll(async () => (await zones()).every((z) => z.free === z.managed))
+          .toBe(true);
+        const moved = await vmstatSnapshot(g.guest);
+        const reclaim = await g.guest.reclaim(partition);
+        expect(reclaim).toMatchObject({ blocks: 2, bytes: 2 * BLOCK, pagesMigrated: 0 });
+        expect(await moved('pgmigrate_success')).toBe(0);
+        expect(await partitionAttr(g, partition, 'state')).toBe('empty');
+        await g.vm.unplugDimm('dimm0', 60_000);
       });
     },
   );
