@@ -18,13 +18,20 @@ import { bindingNameSchema, type CreateBindingRequest } from './schemas.js';
 const DEFAULT_RELEASE_TIMEOUT_MS = 10_000;
 /** Bindings whose partition is gone stay listed until this many newer ones are gone too. */
 const DEFAULT_RETAIN_SETTLED = 256;
+/**
+ * How long a bind may wait for its partition. The kernel refuses a partition that is being
+ * reclaimed, unplugged or offlined with EBUSY, as it refuses a process bound elsewhere; a bind
+ * that waits sleeps through the former instead, so that EBUSY means only the latter, and
+ * ETIMEDOUT that the partition lost its memory meanwhile.
+ */
+const BIND_WAIT_MS = 2_000;
 
 /** The kernel calls binding needs; production passes the addon's. */
 export interface ProcessBinder {
   /** pidfd_open(2): pins the process, so that a recycled pid cannot be bound by mistake. */
   pidfdOpen(pid: number): number;
-  /** HOTMEM_IOC_BIND of the process behind pidfd. */
-  bind(pidfd: number, partition: number): Promise<void>;
+  /** HOTMEM_IOC_BIND of the process behind pidfd, waiting up to waitMs for the partition. */
+  bind(pidfd: number, partition: number, waitMs: number): Promise<void>;
   closeFd(fd: number): void;
 }
 
@@ -235,12 +242,19 @@ export class Bindings {
       // Recorded before the bind: an agent killed right after it still adopts the binding.
       await this.writeRecord(binding);
       try {
-        await binder.bind(pidfd, lease.partition);
+        await binder.bind(pidfd, lease.partition, BIND_WAIT_MS);
       } catch (error) {
         binding.partition = null;
         await this.removeRecord(binding.name);
         // Acquired but never bound: the kernel will never report it released.
         void this.options.agent.reclaimPartition(lease.partition);
+        if (isErrnoError(error, 'ETIMEDOUT')) {
+          throw new AgentError(
+            'HOTMEM_NO_PARTITION',
+            `partition ${lease.partition} did not take the bind of process ${binding.pid} within ${BIND_WAIT_MS} ms: it was reclaimed, unplugged or offlined meanwhile`,
+            { cause: error },
+          );
+        }
         throw processError(error, binding.pid);
       }
     } finally {

@@ -28,7 +28,10 @@ export const AGENT_ERRORS = {
   HOTMEM_PROCESS_NOT_FOUND: { status: 422, meaning: 'no process with that pid (it exited)' },
   HOTMEM_SPAWN_FAILED: { status: 422, meaning: 'the command could not be started (e.g. ENOENT)' },
   HOTMEM_HEADERS_TOO_LARGE: { status: 431, meaning: 'the request headers exceed 16 KiB' },
-  HOTMEM_NO_PARTITION: { status: 503, meaning: 'no partition could be populated in time' },
+  HOTMEM_NO_PARTITION: {
+    status: 503,
+    meaning: 'no partition could be populated in time, or one lost its memory before a bind took',
+  },
   HOTMEM_UNAVAILABLE: { status: 503, meaning: 'HotMem is not available in this kernel' },
   HOTMEM_SHUTTING_DOWN: { status: 503, meaning: 'the agent is stopping and takes no new work' },
   HOTMEM_INSTANCE_UNREACHABLE: {

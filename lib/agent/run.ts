@@ -167,7 +167,11 @@ function openHotMem(
 }
 
 function processBinder(device: HotMemDevice): ProcessBinder {
-  return { pidfdOpen, bind: (pidfd, partition) => device.bind(pidfd, partition), closeFd };
+  return {
+    pidfdOpen,
+    bind: (pidfd, partition, waitMs) => device.bind(pidfd, partition, { waitMs }),
+    closeFd,
+  };
 }
 
 function waitForSignal(signals: NodeJS.Signals[]): Promise<NodeJS.Signals> {

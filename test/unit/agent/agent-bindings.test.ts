@@ -165,6 +165,32 @@ it('gives back the partition when the bind fails, and names a process bound alre
   expect(await client.bindings()).toEqual([]);
 });
 
+it('gives back a partition that lost its memory while the bind waited for it', async () => {
+  const { fake, binder, client } = await start();
+  const waits: number[] = [];
+  binder.bind = async (_pidfd, _partition, waitMs) => {
+    waits.push(waitMs);
+    // Shaped as the addon's errors are: Node's negative errno, the code and the syscall.
+    throw Object.assign(new Error('HOTMEM_IOC_BIND: ETIMEDOUT'), {
+      code: 'ETIMEDOUT',
+      errno: -110,
+      syscall: 'ioctl',
+    });
+  };
+  const { pid } = sleeper();
+  const error = await rejection(
+    client.createBinding({ name: 'ctr-1', pid, memoryBytes: 64 * MiB }),
+  );
+  expect(waits).toEqual([2_000]);
+  expect(error).toMatchObject({ status: 503, code: 'HOTMEM_NO_PARTITION' });
+  expect(error.message).toMatch(
+    /^partition 0 did not take the bind of process \d+ within 2000 ms: it was reclaimed, unplugged or offlined meanwhile$/,
+  );
+  await expect.poll(() => fake.calls).toContain('reclaim 0');
+  expect(binder.open.size).toBe(0);
+  expect(await client.bindings()).toEqual([]);
+});
+
 it('answers HOTMEM_UNAVAILABLE without HotMem, and 404 to a release', async () => {
   harness = await startHarness();
   const { pid } = sleeper();

@@ -171,7 +171,9 @@ export function liveProcessBinder(
       open.add(pid);
       return pid;
     },
-    async bind(_pidfd, partition) {
+    async bind(_pidfd, partition, waitMs) {
+      // The device's own check: a wait is whole milliseconds, at least 1 (0 would wait forever).
+      if (!Number.isInteger(waitMs) || waitMs < 1) throw new RangeError(`waitMs ${waitMs}`);
       fake.bind(partition);
     },
     closeFd(fd) {
