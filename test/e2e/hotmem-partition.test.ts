@@ -60,12 +60,18 @@ async function memoryBlocks(g: Guest): Promise<{ name: string; state: string; zo
 /**
  * The offline blocks once all `count` of them are there: virtio-mem plugs a block's sub-blocks,
  * which the device counts, before it adds the block to Linux, so a plug that the host sees done
- * may still be adding its last block.
+ * may still be adding its last block. Blocks named in `excluding` do not count.
  */
-async function offlineBlocks(g: Guest, count: number): Promise<string[]> {
+async function offlineBlocks(
+  g: Guest,
+  count: number,
+  excluding: ReadonlySet<string> = new Set(),
+): Promise<string[]> {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const blocks = (await memoryBlocks(g)).filter((b) => b.state === 'offline').map((b) => b.name);
+    const blocks = (await memoryBlocks(g))
+      .filter((b) => b.state === 'offline' && !excluding.has(b.name))
+      .map((b) => b.name);
     if (blocks.length >= count || Date.now() > deadline) return blocks;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -393,24 +399,9 @@ for (const kernel of hotMemKernels()) {
         const before = new Set((await memoryBlocks(g)).map((b) => b.name));
         await g.vm.virtioMem.resize(PLUG + BLOCK, { timeoutMs: 60_000 });
         await g.vm.plugDimm('dimm0', BLOCK);
-        const added = async () =>
-          Promise.all(
-            (await memoryBlocks(g))
-              .filter((b) => !before.has(b.name) && b.state === 'offline')
-              .map(async (b) => ({ name: b.name, node: await blockNode(g, b.name) })),
-          );
-        const deadline = Date.now() + 30_000;
-        let blocks = await added();
-        while (blocks.length < 2 && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 50));
-          blocks = await added();
-        }
-        expect(blocks.map((b) => b.node).sort()).toEqual([0, 1]);
-        await onlineIntoPartition(
-          g,
-          blocks.map((b) => b.name),
-          partition,
-        );
+        const blocks = await offlineBlocks(g, 2, before);
+        expect((await Promise.all(blocks.map((b) => blockNode(g, b)))).sort()).toEqual([0, 1]);
+        await onlineIntoPartition(g, blocks, partition);
         const zones = async () =>
           (await partitionZones(g)).filter((z) => z.partition === partition);
         expect((await zones()).map((z) => [z.node, z.present * 4096])).toEqual([

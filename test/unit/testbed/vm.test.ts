@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Vm, VmError } from '../../../scripts/testbed/vm.js';
+import { MiB, Vm, VmError } from '../../../scripts/testbed/vm.js';
 
 describe('Vm.start when QEMU does not come up', () => {
   let dir: string;
@@ -102,7 +102,6 @@ describe('Vm.start when QEMU does not come up', () => {
     fakeQemu(
       `printf '%s\\n' "$@" >>"${join(dir, 'args')}"; echo -- >>"${join(dir, 'args')}"; exit 1`,
     );
-    const MiB = 1024 * 1024;
     const opts = { kernel: 'bzImage', initrd: 'initrd', command: ['true'], bootMemory: 1024 * MiB };
     await Vm.start({ ...opts, hotplugRegion: 2048 * MiB }).catch(() => undefined);
     await Vm.start({ ...opts, hotplugRegion: 2048 * MiB, dimmRegion: 512 * MiB }).catch(
