@@ -23,6 +23,8 @@ import { cacheDir, projectRoot } from './paths.js';
 /** Where the package is laid out inside the guest. */
 export const GUEST_PACKAGE = '/hotmem';
 export const GUEST_MEMHOG = '/usr/bin/memhog';
+/** move_pages(2) on another process's pages, reporting nodes and blocks (movepages.c, static). */
+export const GUEST_MOVEPAGES = '/usr/bin/movepages';
 /** The package's launcher that binds to a partition and execs (native/hotmem_exec.cc). */
 export const GUEST_HOTMEM_EXEC = `${GUEST_PACKAGE}/build/Release/hotmem-exec`;
 /** The no-tax benchmark's fault and fork measurements (notax.c, static). */
@@ -186,6 +188,7 @@ export async function buildInitramfs(opts: InitramfsOptions = {}): Promise<strin
     ['/bin/busybox', busybox],
     ['/usr/bin/node', node],
     [GUEST_MEMHOG, guestBinary('memhog')],
+    [GUEST_MOVEPAGES, guestBinary('movepages')],
     [GUEST_NATIVE_FUNCTION, guestBinary('function')],
     [GUEST_NOTAX, guestBinary('notax')],
     ...packageFiles(),

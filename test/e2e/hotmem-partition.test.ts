@@ -5,7 +5,12 @@
 // the 6.12 series (what CI builds), the same with KASAN, lockdep and DEBUG_VM — where any report in
 // the console fails the suite —, and the 6.6 series when HOTMEM_V6_6_SOURCE names a 6.6.9 tree.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GUEST_HOTMEM_EXEC, GUEST_MEMHOG, GUEST_PACKAGE } from '../../scripts/testbed/initramfs.js';
+import {
+  GUEST_HOTMEM_EXEC,
+  GUEST_MEMHOG,
+  GUEST_MOVEPAGES,
+  GUEST_PACKAGE,
+} from '../../scripts/testbed/initramfs.js';
 import { isStockAltmapReport, kernelReports } from '../../scripts/testbed/kernel-reports.js';
 import {
   bootGuest,
@@ -116,6 +121,34 @@ async function partitionZones(g: Guest): Promise<PartitionZone[]> {
       });
   }
   return zones;
+}
+
+/** What movepages (scripts/testbed/guest/movepages.c) saw: pages by node and by memory block. */
+interface PageMove {
+  pages: number;
+  notMoved: number;
+  before: Record<string, number>;
+  after: Record<string, number>;
+  blocks: Record<string, number>;
+}
+
+/**
+ * move_pages(2) of the guest process's anonymous mapping of `mib` MiB (found in its
+ * /proc/PID/maps) to `node`.
+ */
+async function movePages(g: Guest, pid: number, mib: number, node: number): Promise<PageMove> {
+  const maps = await g.guest.read(`/proc/${pid}/maps`);
+  const starts = maps.split('\n').flatMap((line) => {
+    const [start = '', end = ''] =
+      /^([0-9a-f]+)-([0-9a-f]+) rw-p 00000000 00:00 0\s*$/.exec(line)?.slice(1) ?? [];
+    return Number.parseInt(end, 16) - Number.parseInt(start, 16) === mib * MiB ? [start] : [];
+  });
+  const [start] = starts;
+  if (start === undefined || starts.length > 1)
+    throw new Error(`process ${pid} has ${starts.length} anonymous mappings of ${mib} MiB`);
+  const argv = [GUEST_MOVEPAGES, String(pid), start, String(mib), String(node)];
+  const out = await g.guest.check(argv);
+  return JSON.parse(out) as PageMove;
 }
 
 async function partitionAttr(g: Guest, partition: number, attr: string): Promise<string> {
@@ -393,14 +426,15 @@ for (const kernel of hotMemKernels()) {
         expect(r.code).toBe(0);
       });
 
-      it('fills one partition on both nodes, then reclaims it whole without migrating', async () => {
+      it('fills one partition on both nodes, moves pages between them only within it, then reclaims it whole without migrating', async () => {
         const partition = 5;
         // The kselftest left blocks behind: this test onlines only the two it adds.
         const before = new Set((await memoryBlocks(g)).map((b) => b.name));
         await g.vm.virtioMem.resize(PLUG + BLOCK, { timeoutMs: 60_000 });
         await g.vm.plugDimm('dimm0', BLOCK);
         const blocks = await offlineBlocks(g, 2, before);
-        expect((await Promise.all(blocks.map((b) => blockNode(g, b)))).sort()).toEqual([0, 1]);
+        const blockNodes = await Promise.all(blocks.map((b) => blockNode(g, b)));
+        expect([...blockNodes].sort()).toEqual([0, 1]);
         await onlineIntoPartition(g, blocks, partition);
         const zones = async () =>
           (await partitionZones(g)).filter((z) => z.partition === partition);
@@ -424,6 +458,26 @@ for (const kernel of hotMemKernels()) {
         );
         expect(used.every((z) => z.bytes >= 8 * MiB)).toBe(true);
         expect(used.reduce((sum, z) => sum + z.bytes, 0)).toBeGreaterThanOrEqual(hogMiB * MiB);
+        expect(await partitionAttr(g, partition, 'spilled_pages')).toBe('0');
+
+        // move_pages() to node 0 takes each target page from the partition's zone there
+        // (hotmem_alloc_migration_target()): pages move until that zone is full, the rest stay
+        // where they are, and not one leaves the partition's blocks.
+        const migrated = await vmstatSnapshot(g.guest);
+        const move = await movePages(g, hog, hogMiB, 0);
+        const blockIds = blocks.map((b) => b.replace('memory', ''));
+        const movedPages = (move.after['0'] ?? 0) - (move.before['0'] ?? 0);
+        console.log(
+          `move_pages() to node 0: ${(movedPages / 256).toFixed(1)} MiB moved, ${move.notMoved} folios not (${JSON.stringify(move.after)} pages by node)`,
+        );
+        expect(move.pages).toBe((hogMiB * MiB) / 4096);
+        expect(Object.keys(move.after).sort()).toEqual(['0', '1']);
+        expect(movedPages).toBeGreaterThanOrEqual((8 * MiB) / 4096);
+        // 200 MiB do not fit in node 0's 128 MiB of the partition.
+        expect(move.notMoved).toBeGreaterThan(0);
+        expect(Object.keys(move.blocks).sort()).toEqual([...blockIds].sort());
+        expect(move.blocks[blockIds[blockNodes.indexOf(0)] ?? 'none']).toBe(move.after['0']);
+        expect(await migrated('pgmigrate_success')).toBeGreaterThanOrEqual(movedPages);
         expect(await partitionAttr(g, partition, 'spilled_pages')).toBe('0');
 
         await g.guest.signal(hog, 'SIGKILL');
