@@ -21,8 +21,8 @@
 # source and a new key. Progress goes to stderr, and with $HOTMEM_BUILD_LOG set one line per
 # call is appended to that file (cached, or built in N s). The last line on stdout is the
 # build directory, holding arch/x86/boot/bzImage, .config, the exported uapi headers
-# (usr/include) and, in the file source-tree, the path of the (patched) source tree it was
-# built from.
+# (usr/include), the modules when the config has CONFIG_MODULES and, in the file source-tree,
+# the path of the (patched) source tree it was built from.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -181,10 +181,13 @@ export CCACHE_STATSLOG=$build/ccache-stats.log
 log "configuring $kernelversion: tinyconfig + ${fragments[*]##*/}"
 kconfigure "$tree" "$build" "${fragments[@]}" || die "configuring failed (log: $build/config.log)"
 
-log "building bzImage and uapi headers with $(nproc) jobs (log: $build/build.log)"
+targets=(bzImage headers)
+# A fragment may make drivers modules (scripts/kernel/modular.config): build those too.
+! grep -qx 'CONFIG_MODULES=y' "$build/.config" || targets+=(modules)
+log "building ${targets[*]} with $(nproc) jobs (log: $build/build.log)"
 start=$(date +%s)
 echo "$tree" >"$build/source-tree"
-kmake "$tree" "$build" -j"$(nproc)" bzImage headers >"$build/build.log" 2>&1 &
+kmake "$tree" "$build" -j"$(nproc)" "${targets[@]}" >"$build/build.log" 2>&1 &
 make_pid=$!
 while kill -0 "$make_pid" 2>/dev/null; do
 	sleep 30 & wait $! || true

@@ -4,6 +4,7 @@
 // movable, process unbound) show the migrations HotMem avoids, and the kselftest runs. The kernels:
 // the 6.12 series (what CI builds), the same with KASAN, lockdep and DEBUG_VM — where any report in
 // the console fails the suite —, and the 6.6 series when HOTMEM_V6_6_SOURCE names a 6.6.9 tree.
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   GUEST_HOTMEM_EXEC,
@@ -12,10 +13,14 @@ import {
   GUEST_PACKAGE,
 } from '../../scripts/testbed/initramfs.js';
 import { isStockAltmapReport, kernelReports } from '../../scripts/testbed/kernel-reports.js';
+import { projectRoot } from '../../scripts/testbed/paths.js';
 import {
   bootGuest,
+  buildDirectory,
   buildHotMemKernel,
   buildHotMemSelftest,
+  buildKernel,
+  extraKernelUnavailable,
   type Guest,
   hotMemKernels,
   kernelSuiteTitle,
@@ -669,6 +674,70 @@ for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
         const movable = (zones: string[]) => zones.filter((z) => z === 'Movable').length;
         expect(movable(withPartition)).toBe(movable(without));
       }, 600_000);
+    },
+  );
+}
+
+// virtio-mem as a module (scripts/kernel/modular.config), as distribution kernels may build it:
+// the kernel must link it (every symbol the series has it use exported), and the module must
+// behave as the built-in driver does, through a first load, an unload once its memory is gone
+// and a second load. An extra kernel: built only when HOTMEM_EXTRA_KERNELS allows.
+const MODULE = '/lib/modules/virtio_mem.ko';
+
+for (const kernel of hotMemKernels().filter((k) => !k.debug)) {
+  const modular = {
+    source: kernel.source,
+    patches: kernel.series,
+    configs: [join(projectRoot(), 'scripts/kernel/modular.config')],
+  };
+  const unavailable = kernel.unavailable ?? extraKernelUnavailable('modular virtio-mem', modular);
+  describe.skipIf(unavailable !== undefined)(
+    kernelSuiteTitle('virtio-mem as a module', {
+      name: `${kernel.name} + modular.config`,
+      unavailable,
+    }),
+    () => {
+      let g: Guest;
+
+      beforeAll(async () => {
+        const bzImage = await buildKernel(modular);
+        g = await bootGuest(bzImage, {
+          hotplugRegion: 2 * GiB,
+          extraFiles: {
+            [MODULE]: join(buildDirectory(bzImage), 'drivers/virtio/virtio_mem.ko'),
+          },
+        });
+      });
+
+      afterAll(async () => {
+        await g?.stop();
+        if (g) expect(g.vm.kernelProblems()).toEqual([]);
+      });
+
+      it('spares bound partitions, unloads once its memory is gone, and works loaded again', async () => {
+        // Not loaded, nothing answers the device: a request goes unmet.
+        await g.vm.virtioMem.setRequestedSize(BLOCK);
+        await expect(g.vm.virtioMem.waitForSize(BLOCK, { timeoutMs: 3_000 })).rejects.toThrow();
+        await g.vm.virtioMem.setRequestedSize(0);
+
+        const bootBlocks = (await memoryBlocks(g)).map((b) => b.name);
+        await g.guest.check(['/sbin/insmod', MODULE]);
+        await unplugSparesBoundPartitions(g);
+        await plugLeavesPartitionsAlone(g);
+        // Every hot-plugged block is gone: the driver's remove has nothing to leave behind.
+        expect((await memoryBlocks(g)).map((b) => b.name)).toEqual(bootBlocks);
+        await g.guest.check(['/sbin/rmmod', 'virtio_mem']);
+        expect(g.vm.consoleLog).not.toContain('device still has system memory added');
+
+        await g.guest.check(['/sbin/insmod', MODULE]);
+        await g.vm.virtioMem.resize(BLOCK, { timeoutMs: 60_000 });
+        const blocks = await offlineBlocks(g, 1);
+        await onlineIntoPartition(g, blocks, 7);
+        const moved = await vmstatSnapshot(g.guest);
+        await g.vm.virtioMem.resize(0, { timeoutMs: 60_000 });
+        expect(await presentBytes(g, 7, 0)).toBe(0);
+        expect(await moved('pgmigrate_success')).toBe(0);
+      });
     },
   );
 }
