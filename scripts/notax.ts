@@ -3,12 +3,19 @@
 // caches), booted in turns, in one run:
 //
 //   tsx scripts/notax.ts [--boots N] [--reps N] [--plugs N] [--fault-mib MIB] [--fork-hold-mib MIB]
-//                        [--forks N] [--base KERNEL] [--patched KERNEL] [--report FILE.json]
+//                        [--forks N] [--base KERNEL] [--patched KERNEL] [--icount]
+//                        [--series DIR --source TREE] [--report FILE.json]
 //
 // KERNEL is stock, all (the series), N (its first N patches) or a directory holding a series to
 // build like it (BASE and patches; with patch 1, for CONFIG_HOTMEM): either side may be any of
 // them, to tell which patch a cost comes from, or how much moving code alone costs under TCG
-// (docs/notax.md, the placebo). Default: --base stock --patched all.
+// (docs/notax.md, the placebo). Default: --base stock --patched all. --series names the series
+// "all" and N refer to (default kernel-patches/v6.12) and --source the tree every kernel of the
+// run is built from (default Debian's linux-source-6.12): kernel-patches/v6.6 and a 6.6.9 tree
+// compare stock 6.6.9 with the 6.6 series. With --icount the guests
+// run with QEMU's instruction counting (TCG only): the guest's clock advances one nanosecond per
+// instruction executed, so the figures the guest times (faults, fork+exit) count instructions
+// and do not move with the host's speed; the plug, timed on the host, still does.
 //
 //   tsx scripts/notax.ts --from FILE.json
 //
@@ -66,7 +73,6 @@ import { BLOCK, type PlugGuest, plug, plugGuest, untilUnplugged } from './testbe
 import {
   bootGuest,
   buildDirectory,
-  buildHotMemKernel,
   buildKernel,
   extraKernelUnavailable,
   HOTMEM_SERIES,
@@ -82,7 +88,16 @@ interface Options {
   faultMib: number;
   forkHoldMib: number;
   forks: number;
+  icount: boolean;
   kernels: Record<Kernel, KernelSpec>;
+}
+
+/** The series "all" and N refer to, its patches, and the tree every kernel is built from. */
+interface Source {
+  series: string;
+  patches: string[];
+  /** Debian's linux-source-6.12 when absent. */
+  source: string | undefined;
 }
 
 /** A kernel to compare: stock, the first `count` patches of the series, or another series. */
@@ -198,8 +213,8 @@ function count(name: string, text: string, min: number, max: number): number {
 const positive = (name: string, text: string, max: number) => count(name, text, 1, max);
 
 /** The series' patches in order, cover letter left out. */
-function seriesPatches(): string[] {
-  return readdirSync(HOTMEM_SERIES)
+function seriesPatches(series: string): string[] {
+  return readdirSync(series)
     .filter((f) => /^\d{4}-.*\.patch$/.test(f) && !f.startsWith('0000-'))
     .sort();
 }
@@ -226,15 +241,16 @@ function kernelLabel(spec: KernelSpec, total: number): string {
  * the series' BASE and first patches (the build's cache key is the patches' diffs, not where
  * they are).
  */
-async function buildSpec(spec: KernelSpec, patches: string[]): Promise<string> {
-  if ('series' in spec) return buildKernel({ patches: spec.series });
-  if (spec.patches === 0) return buildKernel();
-  if (spec.patches === patches.length) return buildHotMemKernel();
+async function buildSpec(spec: KernelSpec, from: Source): Promise<string> {
+  const { source } = from;
+  if ('series' in spec) return buildKernel({ source, patches: spec.series });
+  if (spec.patches === 0) return buildKernel({ source });
+  if (spec.patches === from.patches.length) return buildKernel({ source, patches: from.series });
   const series = mkdtempSync(join(tmpdir(), `notax-patches-1-${spec.patches}-`));
   try {
-    for (const f of ['BASE', ...patches.slice(0, spec.patches)])
-      copyFileSync(join(HOTMEM_SERIES, f), join(series, f));
-    return await buildKernel({ patches: series });
+    for (const f of ['BASE', ...from.patches.slice(0, spec.patches)])
+      copyFileSync(join(from.series, f), join(series, f));
+    return await buildKernel({ source, patches: series });
   } finally {
     rmSync(series, { recursive: true, force: true });
   }
@@ -288,6 +304,7 @@ const savedRun = z.object({
       faultMib: z.number(),
       forkHoldMib: z.number(),
       forks: z.number(),
+      icount: z.boolean().optional(),
     }),
   }),
   memory: z.record(
@@ -345,7 +362,7 @@ function readRun(file: string): Run {
     accel: meta.accel,
     minutes: meta.minutes,
     labels: meta.labels ?? { stock: 'stock', patched: 'patched' },
-    options: meta.options,
+    options: { ...meta.options, icount: meta.options.icount ?? false },
     memory,
     contigPageDataBytes: {
       stock: built.stock?.contigPageDataBytes,
@@ -395,6 +412,9 @@ async function main(): Promise<void> {
       forks: { type: 'string', default: '100' },
       base: { type: 'string', default: 'stock' },
       patched: { type: 'string', default: 'all' },
+      series: { type: 'string', default: HOTMEM_SERIES },
+      source: { type: 'string' },
+      icount: { type: 'boolean', default: false },
       report: { type: 'string' },
       from: { type: 'string' },
     },
@@ -403,8 +423,16 @@ async function main(): Promise<void> {
     printRun(readRun(values.from));
     return;
   }
-  if (!hasPatches(HOTMEM_SERIES)) throw new Error(`no patches in ${HOTMEM_SERIES}`);
-  const series = seriesPatches();
+  const from: Source = {
+    series: resolve(values.series),
+    patches: [],
+    source: values.source && resolve(values.source),
+  };
+  if (!hasPatches(from.series)) throw new Error(`--series: no patches in ${from.series}`);
+  if (from.series !== HOTMEM_SERIES && !from.source)
+    throw new Error(`--series ${values.series} needs --source, the tree it applies to`);
+  from.patches = seriesPatches(from.series);
+  const series = from.patches;
   const o: Options = {
     boots: positive('boots', values.boots, 50),
     reps: positive('reps', values.reps, 100),
@@ -412,6 +440,7 @@ async function main(): Promise<void> {
     faultMib: positive('fault-mib', values['fault-mib'], 512),
     forkHoldMib: positive('fork-hold-mib', values['fork-hold-mib'], 512),
     forks: positive('forks', values.forks, 100_000),
+    icount: values.icount,
     kernels: {
       stock: kernelSpec('base', values.base, series.length),
       patched: kernelSpec('patched', values.patched, series.length),
@@ -427,14 +456,14 @@ async function main(): Promise<void> {
   const partitions = labels.patched === 'patched';
   const fromStock = labels.stock === 'stock';
   if (fromStock) {
-    const stockUnavailable = extraKernelUnavailable('stock');
+    const stockUnavailable = extraKernelUnavailable('stock', { source: from.source });
     if (stockUnavailable) throw new Error(stockUnavailable);
   }
 
   const started = Date.now();
   const kernels: Record<Kernel, string> = {
-    patched: await buildSpec(o.kernels.patched, series),
-    stock: await buildSpec(o.kernels.stock, series),
+    patched: await buildSpec(o.kernels.patched, from),
+    stock: await buildSpec(o.kernels.stock, from),
   };
   const built = { stock: buildMemory(kernels.stock), patched: buildMemory(kernels.patched) };
   const booted: Partial<Record<Kernel, Omit<MemoryCost, 'zoneBytes' | 'nodeBytes'>>> = {};
@@ -451,10 +480,11 @@ async function main(): Promise<void> {
         const g = await plugGuest(
           await bootGuest(kernels[kernel], {
             hotplugRegion: 2 * GiB,
+            icount: o.icount,
             log: (l) => console.error(l),
           }),
         );
-        accel = g.vm.accel;
+        accel = o.icount ? `${g.vm.accel}, icount` : g.vm.accel;
         const before = samples.length;
         try {
           booted[kernel] ??= {
@@ -507,6 +537,8 @@ async function main(): Promise<void> {
       hostCpus: cpus().length,
       hostCpu: cpus()[0]?.model,
       kernels,
+      series: from.series,
+      source: from.source ?? 'Debian linux-source-6.12',
       labels,
       options: o,
       minutes,

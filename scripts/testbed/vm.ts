@@ -35,6 +35,13 @@ export interface VmOptions {
    * (virtio-mem does not use it).
    */
   dimmRegion?: number;
+  /**
+   * Count instructions (QEMU `-icount shift=0`, TCG only): while a vCPU runs, the guest's
+   * clocks advance one nanosecond per guest instruction, so what the guest times measures the
+   * instructions it executed, whatever the host's speed; idle, they follow real time. QEMU then
+   * runs the vCPUs on one host thread, in turns.
+   */
+  icount?: boolean;
   /** Extra kernel command line parameters. */
   append?: string[];
   /** Guest TCP ports, each forwarded to a free port on the host's 127.0.0.1. */
@@ -143,6 +150,8 @@ export class Vm {
     if (opts.twoNodes && cpus < 2) throw new Error('a two-node guest needs at least 2 CPUs');
     const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
     const { accel, cpu } = accelerator();
+    if (opts.icount && accel !== 'tcg')
+      throw new Error(`counting instructions (-icount) needs TCG; the test bed chose ${accel}`);
     const boot = opts.bootMemory ?? GiB;
     const region = opts.hotplugRegion ?? 4 * GiB;
     const numa = opts.twoNodes
@@ -186,6 +195,7 @@ export class Vm {
       'q35',
       '-accel',
       accel,
+      ...(opts.icount ? ['-icount', 'shift=0,sleep=on'] : []),
       '-cpu',
       cpu,
       '-smp',

@@ -113,6 +113,25 @@ describe('Vm.start when QEMU does not come up', () => {
     expect(memory).toEqual(['1024M,maxmem=3072M', '1024M,maxmem=3584M,slots=4']);
   });
 
+  it('counts instructions only when asked', async () => {
+    fakeQemu(
+      `printf '%s\\n' "$@" >>"${join(dir, 'args')}"; echo -- >>"${join(dir, 'args')}"; exit 1`,
+    );
+    const opts = { kernel: 'bzImage', initrd: 'initrd', command: ['true'] };
+    await Vm.start(opts).catch(() => undefined);
+    await Vm.start({ ...opts, icount: true }).catch(() => undefined);
+    const [plain = [], counted = []] = readFileSync(join(dir, 'args'), 'utf8')
+      .split('--\n')
+      .map((run) => run.split('\n'));
+    expect(plain).not.toContain('-icount');
+    expect(counted.slice(counted.indexOf('-accel'), counted.indexOf('-accel') + 4)).toEqual([
+      '-accel',
+      'tcg',
+      '-icount',
+      'shift=0,sleep=on',
+    ]);
+  });
+
   it('refuses a two-node guest with one CPU before starting QEMU', async () => {
     fakeQemu('exit 1');
     await expect(
