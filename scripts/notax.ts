@@ -12,10 +12,10 @@
 // (docs/notax.md, the placebo). Default: --base stock --patched all. --series names the series
 // "all" and N refer to (default kernel-patches/v6.12) and --source the tree every kernel of the
 // run is built from (default Debian's linux-source-6.12): kernel-patches/v6.6 and a 6.6.9 tree
-// compare stock 6.6.9 with the 6.6 series. With --icount the guests
-// run with QEMU's instruction counting (TCG only): the guest's clock advances one nanosecond per
-// instruction executed, so the figures the guest times (faults, fork+exit) count instructions
-// and do not move with the host's speed; the plug, timed on the host, still does.
+// compare stock 6.6.9 with the 6.6 series. With --icount the guests run with QEMU's instruction
+// counting (TCG only): the guest's clock advances one nanosecond per instruction executed, so
+// the figures the guest times (faults, fork+exit) count instructions and do not move with the
+// host's speed; the plug, timed on the host, still does.
 //
 //   tsx scripts/notax.ts --from FILE.json
 //
@@ -432,7 +432,6 @@ async function main(): Promise<void> {
   if (from.series !== HOTMEM_SERIES && !from.source)
     throw new Error(`--series ${values.series} needs --source, the tree it applies to`);
   from.patches = seriesPatches(from.series);
-  const series = from.patches;
   const o: Options = {
     boots: positive('boots', values.boots, 50),
     reps: positive('reps', values.reps, 100),
@@ -442,13 +441,13 @@ async function main(): Promise<void> {
     forks: positive('forks', values.forks, 100_000),
     icount: values.icount,
     kernels: {
-      stock: kernelSpec('base', values.base, series.length),
-      patched: kernelSpec('patched', values.patched, series.length),
+      stock: kernelSpec('base', values.base, from.patches.length),
+      patched: kernelSpec('patched', values.patched, from.patches.length),
     },
   };
   const labels: Record<Kernel, string> = {
-    stock: kernelLabel(o.kernels.stock, series.length),
-    patched: kernelLabel(o.kernels.patched, series.length),
+    stock: kernelLabel(o.kernels.stock, from.patches.length),
+    patched: kernelLabel(o.kernels.patched, from.patches.length),
   };
   if (labels.stock === labels.patched)
     throw new Error(`--base and --patched are both ${labels.stock}`);

@@ -148,10 +148,10 @@ export class Vm {
   private static async boot(opts: VmOptions): Promise<Vm> {
     const cpus = opts.cpus ?? 2;
     if (opts.twoNodes && cpus < 2) throw new Error('a two-node guest needs at least 2 CPUs');
-    const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
     const { accel, cpu } = accelerator();
     if (opts.icount && accel !== 'tcg')
       throw new Error(`counting instructions (-icount) needs TCG; the test bed chose ${accel}`);
+    const dir = mkdtempSync(join(tmpdir(), 'hotmem-vm-'));
     const boot = opts.bootMemory ?? GiB;
     const region = opts.hotplugRegion ?? 4 * GiB;
     const numa = opts.twoNodes
