@@ -248,14 +248,7 @@ export class Bindings {
         await this.removeRecord(binding.name);
         // Acquired but never bound: the kernel will never report it released.
         void this.options.agent.reclaimPartition(lease.partition);
-        if (isErrnoError(error, 'ETIMEDOUT')) {
-          throw new AgentError(
-            'HOTMEM_NO_PARTITION',
-            `partition ${lease.partition} did not take the bind of process ${binding.pid} within ${BIND_WAIT_MS} ms: it was reclaimed, unplugged or offlined meanwhile`,
-            { cause: error },
-          );
-        }
-        throw processError(error, binding.pid);
+        throw bindError(error, binding.pid, lease.partition);
       }
     } finally {
       binder.closeFd(pidfd);
@@ -383,4 +376,16 @@ function processError(error: unknown, pid: number): unknown {
     );
   }
   return error;
+}
+
+/** A failed HOTMEM_IOC_BIND, as the agent answers it. */
+function bindError(error: unknown, pid: number, partition: number): unknown {
+  if (isErrnoError(error, 'ETIMEDOUT')) {
+    return new AgentError(
+      'HOTMEM_NO_PARTITION',
+      `partition ${partition} did not take the bind of process ${pid} within ${BIND_WAIT_MS} ms: it was reclaimed, unplugged or offlined meanwhile`,
+      { cause: error },
+    );
+  }
+  return processError(error, pid);
 }
