@@ -423,15 +423,12 @@ async function main(): Promise<void> {
     printRun(readRun(values.from));
     return;
   }
-  const from: Source = {
-    series: resolve(values.series),
-    patches: [],
-    source: values.source && resolve(values.source),
-  };
-  if (!hasPatches(from.series)) throw new Error(`--series: no patches in ${from.series}`);
-  if (from.series !== HOTMEM_SERIES && !from.source)
+  const series = resolve(values.series);
+  const source = values.source && resolve(values.source);
+  if (!hasPatches(series)) throw new Error(`--series: no patches in ${series}`);
+  if (series !== HOTMEM_SERIES && !source)
     throw new Error(`--series ${values.series} needs --source, the tree it applies to`);
-  from.patches = seriesPatches(from.series);
+  const from: Source = { series, patches: seriesPatches(series), source };
   const o: Options = {
     boots: positive('boots', values.boots, 50),
     reps: positive('reps', values.reps, 100),

@@ -33,6 +33,17 @@ describe('Vm.start when QEMU does not come up', () => {
     chmodSync(script, 0o755);
   };
   const runs = () => readFileSync(join(dir, 'runs'), 'utf8').split('\n').filter(Boolean).length;
+  /** A qemu-system-x86_64 that appends its arguments to `args`, each run ending with "--". */
+  const recordingQemu = () =>
+    fakeQemu(
+      `printf '%s\\n' "$@" >>"${join(dir, 'args')}"; echo -- >>"${join(dir, 'args')}"; exit 1`,
+    );
+  /** The arguments of each run of recordingQemu(), in order. */
+  const recordedRuns = () =>
+    readFileSync(join(dir, 'args'), 'utf8')
+      .split('--\n')
+      .filter(Boolean)
+      .map((run) => run.split('\n').filter(Boolean));
   const start = () => Vm.start({ kernel: 'bzImage', initrd: 'initrd', command: ['true'] });
 
   it('boots once more after QEMU dies of a signal, then gives up naming it', async () => {
@@ -99,30 +110,24 @@ describe('Vm.start when QEMU does not come up', () => {
   });
 
   it('makes room and slots for DIMMs beside the virtio-mem region only when asked', async () => {
-    fakeQemu(
-      `printf '%s\\n' "$@" >>"${join(dir, 'args')}"; echo -- >>"${join(dir, 'args')}"; exit 1`,
-    );
+    recordingQemu();
     const opts = { kernel: 'bzImage', initrd: 'initrd', command: ['true'], bootMemory: 1024 * MiB };
     await Vm.start({ ...opts, hotplugRegion: 2048 * MiB }).catch(() => undefined);
     await Vm.start({ ...opts, hotplugRegion: 2048 * MiB, dimmRegion: 512 * MiB }).catch(
       () => undefined,
     );
-    const memory = readFileSync(join(dir, 'args'), 'utf8')
-      .split('\n')
+    const memory = recordedRuns()
+      .flat()
       .filter((a) => a.startsWith('1024M,'));
     expect(memory).toEqual(['1024M,maxmem=3072M', '1024M,maxmem=3584M,slots=4']);
   });
 
   it('counts instructions only when asked', async () => {
-    fakeQemu(
-      `printf '%s\\n' "$@" >>"${join(dir, 'args')}"; echo -- >>"${join(dir, 'args')}"; exit 1`,
-    );
+    recordingQemu();
     const opts = { kernel: 'bzImage', initrd: 'initrd', command: ['true'] };
     await Vm.start(opts).catch(() => undefined);
     await Vm.start({ ...opts, icount: true }).catch(() => undefined);
-    const [plain = [], counted = []] = readFileSync(join(dir, 'args'), 'utf8')
-      .split('--\n')
-      .map((run) => run.split('\n'));
+    const [plain = [], counted = []] = recordedRuns();
     expect(plain).not.toContain('-icount');
     expect(counted.slice(counted.indexOf('-accel'), counted.indexOf('-accel') + 4)).toEqual([
       '-accel',
