@@ -25,6 +25,7 @@ import {
   hotMemKernels,
   kernelSuiteTitle,
   resizeMeasured,
+  vmstat,
   vmstatSnapshot,
 } from '../../scripts/testbed/testbed.js';
 import { DimmEjectRefused, GiB, MiB } from '../../scripts/testbed/vm.js';
@@ -387,11 +388,38 @@ for (const kernel of hotMemKernels()) {
   );
 }
 
+const NODE_RECLAIM_SWAP = 512 * MiB;
+const NODE_RECLAIM_BOUND_MIB = 96;
+/** Node 0's ordinary memory the filler leaves free, below what the pressure asks for. */
+const NODE_RECLAIM_HEADROOM = 48 * MiB;
+const NODE_RECLAIM_PRESSURE_MIB = 256;
+/** Node 1's movable memory, room for all the pressure. */
+const NODE_RECLAIM_FALLBACK = 3 * BLOCK;
+/** vm.zone_reclaim_mode: reclaim the node (1), write dirty pages out (2), swap (4). */
+const RECLAIM_ZONE_WRITE_UNMAP = 1 | 2 | 4;
+
+/** A node's MemFree (/sys/devices/system/node/nodeN/meminfo), bytes. */
+async function nodeMemFree(g: Guest, node: number): Promise<number> {
+  const meminfo = await g.guest.read(`/sys/devices/system/node/node${node}/meminfo`);
+  const kib = new RegExp(`^Node ${node} MemFree:\\s+(\\d+) kB$`, 'm').exec(meminfo)?.[1];
+  if (kib === undefined) throw new Error(`node ${node}'s meminfo gives no MemFree`);
+  return Number(kib) * 1024;
+}
+
+/** A guest process's memory figure from /proc/PID/status (VmSwap, RssAnon), KiB. */
+async function statusKiB(g: Guest, pid: number, field: 'VmSwap' | 'RssAnon'): Promise<number> {
+  const status = await g.guest.read(`/proc/${pid}/status`);
+  const kib = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1];
+  if (kib === undefined) throw new Error(`process ${pid} has no ${field}`);
+  return Number(kib);
+}
+
 // Two nodes, the second with only hot-plugged memory: the kselftest's migration checks need a
 // node without the partition's memory to ask for, and skip on a one-node guest. Whatever a
 // bound process or NUMA balancing asks for, a partition's pages must stay in it. The guest also
 // has room for a DIMM, which QEMU puts on node 0: with a virtio-mem block of node 1, one
-// partition then has a zone on each node.
+// partition then has a zone on each node, and a partition on node 0 shares that node's LRU
+// lists with ordinary memory, for node_reclaim() to pass over (with the swap disk).
 const MIGRATION_CHECKS = [
   'move_pages() to another node leaves partition pages in it',
   'mbind(MPOL_MF_MOVE) leaves partition pages in it',
@@ -412,6 +440,7 @@ for (const kernel of hotMemKernels()) {
           hotplugRegion: 2 * GiB,
           twoNodes: true,
           dimmRegion: BLOCK,
+          swapDisk: NODE_RECLAIM_SWAP,
           extraFiles: { [GUEST_SELFTEST]: buildHotMemSelftest(bzImage) },
         });
       });
@@ -498,6 +527,113 @@ for (const kernel of hotMemKernels()) {
         expect(await moved('pgmigrate_success')).toBe(0);
         expect(await partitionAttr(g, partition, 'state')).toBe('empty');
         await g.vm.unplugDimm('dimm0', 60_000);
+      });
+
+      // vm.zone_reclaim_mode makes an allocation reclaim its own node (node_reclaim()) before
+      // it falls back to another. A partition on that node has its pages on the node's LRU
+      // lists, here among the oldest there; node_reclaim() must pass over them (its
+      // reclaim_idx is the request's highest zone), so a bound process loses no page to swap
+      // while its unbound twin, started just after it, does.
+      it('keeps node_reclaim() out of a partition on the node it reclaims', async () => {
+        const partition = 6;
+        const onNode0 = (argv: string[]) => ['/usr/bin/taskset', '-c', '0', ...argv];
+        await g.guest.check(['/bin/sh', '-c', 'mkswap /dev/vda && swapon /dev/vda']);
+
+        // Node 1: movable memory for node 0's allocations to fall back to.
+        const before = new Set((await memoryBlocks(g)).map((b) => b.name));
+        const deviceSize = await g.vm.virtioMem.size();
+        await g.vm.virtioMem.resize(deviceSize + NODE_RECLAIM_FALLBACK, { timeoutMs: 60_000 });
+        const movable = await offlineBlocks(g, NODE_RECLAIM_FALLBACK / BLOCK, before);
+        expect(movable).toHaveLength(NODE_RECLAIM_FALLBACK / BLOCK);
+        for (const b of movable) {
+          expect(await blockNode(g, b)).toBe(1);
+          await g.guest.write(`/sys/devices/system/memory/${b}/state`, 'online_movable');
+        }
+
+        // Node 0: a partition of one DIMM block, filled first by the bound process.
+        await g.vm.plugDimm('dimm0', BLOCK);
+        const [dimmBlock] = await offlineBlocks(g, 1, new Set([...before, ...movable]));
+        expect(dimmBlock && (await blockNode(g, dimmBlock))).toBe(0);
+        await onlineIntoPartition(g, [dimmBlock ?? ''], partition);
+        const bound = await g.guest.spawn(
+          onNode0([
+            GUEST_HOTMEM_EXEC,
+            '--partition',
+            String(partition),
+            '--',
+            GUEST_MEMHOG,
+            String(NODE_RECLAIM_BOUND_MIB),
+          ]),
+          { waitFor: 'memhog ready' },
+        );
+        const [zone] = (await partitionZones(g)).filter((z) => z.partition === partition);
+        expect(zone?.node).toBe(0);
+        const partitionFree = (zone?.free ?? 0) * 4096;
+        const boundRss = await statusKiB(g, bound, 'RssAnon');
+        // Its unbound twin, as old on node 0's LRU lists: what node_reclaim() does take.
+        const twin = await g.guest.spawn(onNode0([GUEST_MEMHOG, String(NODE_RECLAIM_BOUND_MIB)]), {
+          waitFor: 'memhog ready',
+        });
+
+        // Then unbound memory on node 0 until little of its ordinary memory is free.
+        const ordinaryFree = (await nodeMemFree(g, 0)) - partitionFree;
+        const fillerMib = Math.floor((ordinaryFree - NODE_RECLAIM_HEADROOM) / MiB);
+        expect(fillerMib).toBeGreaterThan(128);
+        const filler = await g.guest.spawn(onNode0([GUEST_MEMHOG, String(fillerMib)]), {
+          waitFor: 'memhog ready',
+          timeoutMs: 300_000,
+        });
+
+        await g.guest.write('/proc/sys/vm/zone_reclaim_mode', String(RECLAIM_ZONE_WRITE_UNMAP));
+        const moved = await vmstatSnapshot(g.guest);
+        const pressure = await g.guest.spawn(
+          onNode0([GUEST_MEMHOG, String(NODE_RECLAIM_PRESSURE_MIB)]),
+          { waitFor: 'memhog ready', timeoutMs: 300_000 },
+        );
+        const seen = {
+          boundSwapKiB: await statusKiB(g, bound, 'VmSwap'),
+          twinSwapKiB: await statusKiB(g, twin, 'VmSwap'),
+          fillerSwapKiB: await statusKiB(g, filler, 'VmSwap'),
+          pswpout: await moved('pswpout'),
+          pgstealDirect: await moved('pgsteal_direct'),
+          zoneReclaimSuccess: await moved('zone_reclaim_success'),
+          zoneReclaimFailed: await moved('zone_reclaim_failed'),
+          // Direct reclaim by the page allocator itself: the pressure's page tables and other
+          // kernel memory can only come from node 0, node 1 having only ZONE_MOVABLE.
+          allocStalls: (
+            await Promise.all(
+              ['dma', 'dma32', 'normal', 'movable'].map((z) => moved(`allocstall_${z}`)),
+            )
+          ).reduce((sum, n) => sum + n, 0),
+          node1FreeMib: Math.round((await nodeMemFree(g, 1)) / MiB),
+        };
+        console.log(
+          `node_reclaim(): ${fillerMib} MiB filler, ${NODE_RECLAIM_PRESSURE_MIB} MiB pressure on node 0: ${JSON.stringify(seen)}`,
+        );
+        // Node 0 was reclaimed, the filler and the bound process's unbound twin swapped.
+        expect(seen.pswpout).toBeGreaterThan(0);
+        expect(seen.fillerSwapKiB).toBeGreaterThan(0);
+        expect(seen.twinSwapKiB).toBeGreaterThan(0);
+        expect(seen.pgstealDirect).toBeGreaterThan(0);
+        // By node_reclaim(), where the kernel counts its outcomes (6.12 does; 6.6 counts only
+        // its failures).
+        if ((await vmstat(g.guest)).zone_reclaim_success !== undefined)
+          expect(seen.zoneReclaimSuccess).toBeGreaterThan(0);
+        // Not one page of the bound process left its partition or its memory.
+        expect(seen.boundSwapKiB).toBe(0);
+        expect(await statusKiB(g, bound, 'RssAnon')).toBe(boundRss);
+        expect(await partitionAttr(g, partition, 'spilled_pages')).toBe('0');
+
+        await g.guest.write('/proc/sys/vm/zone_reclaim_mode', '0');
+        for (const pid of [pressure, filler, twin, bound]) {
+          await g.guest.signal(pid, 'SIGKILL');
+          await g.guest.wait(pid);
+        }
+        await g.guest.check(['/sbin/swapoff', '/dev/vda']);
+        expect(await partitionAttr(g, partition, 'state')).toBe('free');
+        expect(await g.guest.reclaim(partition)).toMatchObject({ blocks: 1, pagesMigrated: 0 });
+        await g.vm.unplugDimm('dimm0', 60_000);
+        await g.vm.virtioMem.resize(deviceSize, { timeoutMs: 120_000 });
       });
     },
   );
