@@ -14,8 +14,8 @@
 // run is built from (default Debian's linux-source-6.12): kernel-patches/v6.6 and a 6.6.9 tree
 // compare stock 6.6.9 with the 6.6 series. With --icount the guests run with QEMU's instruction
 // counting (TCG only): the guest's clock advances one nanosecond per instruction executed, so
-// the figures the guest times (faults, fork+exit) count instructions and do not move with the
-// host's speed; the plug, timed on the host, still does.
+// the figures the guest times (faults, fork+exit, plug-guest) count instructions and do not move
+// with the host's speed; the plug, timed on the host, still does.
 //
 //   tsx scripts/notax.ts --from FILE.json
 //
@@ -26,8 +26,13 @@
 //                        MADV_HUGEPAGE (scripts/testbed/guest/notax.c), --reps repetitions;
 //   fork                 fork+_exit rate of a parent holding --fork-hold-mib MiB, --reps x --forks;
 //   plug                 1 GiB asked of virtio-mem over QMP until every new block is online,
-//                        onlined movable through the guest server on both kernels (the
-//                        benchmarks' plug(), stock onlining), --plugs times, each unplugged after.
+//                        onlined movable as the kernel adds it by the guest's notax program,
+//                        listening for uevents, on both kernels (stock onlining), --plugs times,
+//                        each unplugged after; timed by the host from its request to the
+//                        program's exit;
+//   plug-guest           the same plugs timed by the guest, from the first block added to the
+//                        last online: the guest's work without the host's (with --icount, its
+//                        instructions).
 // Then on the patched kernel only, when it has the whole series: 1 GiB plugged into partition 0,
 // and the same faults by an unbound process and by one bound to the partition with hotmem-exec
 // (partition-*).
@@ -155,6 +160,29 @@ async function notax(g: PlugGuest, argv: string[]) {
   return parseNotax(await g.guest.check(argv, { timeoutMs: 900_000 }));
 }
 
+/**
+ * 1 GiB asked of virtio-mem while the guest's notax program onlines each block movable as the
+ * kernel adds it: the host's ms from its request to the program's exit (plug), and the guest's
+ * own from the first block added to the last online (plug-guest).
+ */
+async function timedPlug(g: PlugGuest): Promise<{ hostMs: number; guestMs: number }> {
+  await untilUnplugged(g);
+  const argv = [GUEST_NOTAX, 'plug', String(GiB / BLOCK)];
+  const pid = await g.guest.spawn(argv, { waitFor: 'listening' });
+  const start = performance.now();
+  await g.vm.virtioMem.setRequestedSize(GiB);
+  const r = await g.guest.wait(pid, 300_000).catch(async (err: Error) => {
+    await g.guest.signal(pid, 'SIGKILL');
+    throw err;
+  });
+  const hostMs = performance.now() - start;
+  if (r.code !== 0)
+    throw new Error(`guest: '${argv.join(' ')}' exited ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+  const [line] = parseNotax(r.stdout);
+  if (line?.kind !== 'plug') throw new Error(`guest: '${argv.join(' ')}' printed no plug line`);
+  return { hostMs, guestMs: lineValue(line).value };
+}
+
 /** One boot's measurements; `push` records each sample as it comes. */
 async function measureBoot(
   g: PlugGuest,
@@ -178,8 +206,11 @@ async function measureBoot(
 
   // The first plug of a boot runs code TCG has not translated yet: plugged, not recorded.
   for (let i = 0; i <= o.plugs; i++) {
-    const { ms } = await plug(g, GiB, 'stock', 1);
-    if (i > 0) push({ kernel, boot, metric: 'plug', value: ms });
+    const { hostMs, guestMs } = await timedPlug(g);
+    if (i > 0) {
+      push({ kernel, boot, metric: 'plug', value: hostMs });
+      push({ kernel, boot, metric: 'plug-guest', value: guestMs });
+    }
     await g.vm.virtioMem.resize(0, { timeoutMs: 120_000 });
   }
   await untilUnplugged(g);

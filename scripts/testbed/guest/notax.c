@@ -4,6 +4,7 @@
  *
  * usage: notax fault 4k|thp MIB REPS
  *        notax fork HOLD_MIB FORKS REPS
+ *        notax plug BLOCKS
  *
  * fault: maps MIB MiB of private anonymous memory (2 MiB aligned), madvise()s it
  * MADV_NOHUGEPAGE (4k) or MADV_HUGEPAGE (thp), writes one byte per 4 KiB page, so that every
@@ -17,13 +18,23 @@
  *   fork HOLD_BYTES FORKS NS
  * Each runs one more repetition first and prints nothing for it: under TCG the first run of a
  * code path is translated first, and a warm-up keeps that out of the figures.
+ * plug: listens for the kernel's uevents, prints "listening" once it does, then onlines movable
+ * each memory block the kernel adds (a plug the host asks of virtio-mem meanwhile), as the
+ * test bed's stock onlining does, until BLOCKS are online; prints
+ *   plug BLOCKS NS
+ * with NS the guest's time from the first block's "add" uevent to the last block online: the
+ * guest's own work of the plug (adding all blocks but the first, onlining all), without the
+ * host's part, which a guest clock counting instructions (QEMU's -icount) leaves out too.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,6 +168,64 @@ static int forks(unsigned long hold_mib, unsigned long count, unsigned long reps
 	return 0;
 }
 
+/* Onlines a memory block movable; 0 or an errno. */
+static int online_movable(const char *block)
+{
+	static const char state[] = "online_movable";
+	char path[128];
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "/sys%s/state", block);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return errno;
+	if (write(fd, state, sizeof(state) - 1) != sizeof(state) - 1)
+		err = errno;
+	close(fd);
+	return err;
+}
+
+static int plug(unsigned long blocks)
+{
+	static const char prefix[] = "add@/devices/system/memory/memory";
+	struct sockaddr_nl addr = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+	/* A uevent is its "ACTION@DEVPATH" header and its variables, NUL-separated, under 8 KiB. */
+	static char msg[8192];
+	unsigned long online = 0;
+	long long first = 0;
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		fprintf(stderr, "notax: uevent socket: %s\n", strerror(errno));
+		return 1;
+	}
+	printf("listening\n");
+	fflush(stdout);
+	while (online < blocks) {
+		ssize_t len = recv(fd, msg, sizeof(msg) - 1, 0);
+		int err;
+
+		if (len < 0) {
+			fprintf(stderr, "notax: uevent recv: %s\n", strerror(errno));
+			return 1;
+		}
+		msg[len] = '\0';
+		if (strncmp(msg, prefix, sizeof(prefix) - 1))
+			continue;
+		if (!first)
+			first = now_ns();
+		err = online_movable(strchr(msg, '@') + 1);
+		if (err) {
+			fprintf(stderr, "notax: online %s: %s\n", msg, strerror(err));
+			return 1;
+		}
+		online++;
+	}
+	printf("plug %lu %lld\n", blocks, now_ns() - first);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 5 && !strcmp(argv[1], "fault"))
@@ -165,7 +234,10 @@ int main(int argc, char **argv)
 	if (argc == 5 && !strcmp(argv[1], "fork"))
 		return forks(parse_positive("HOLD_MIB", argv[2]),
 			     parse_positive("FORKS", argv[3]), parse_positive("REPS", argv[4]));
+	if (argc == 3 && !strcmp(argv[1], "plug"))
+		return plug(parse_positive("BLOCKS", argv[2]));
 	fprintf(stderr, "usage: notax fault 4k|thp MIB REPS\n"
-			"       notax fork HOLD_MIB FORKS REPS\n");
+			"       notax fork HOLD_MIB FORKS REPS\n"
+			"       notax plug BLOCKS\n");
 	return 2;
 }

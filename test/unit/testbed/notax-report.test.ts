@@ -33,11 +33,17 @@ describe('the notax guest program output', () => {
     ]);
   });
 
+  it('parses a plug line and passes over the plug\'s "listening"', () => {
+    expect(parseNotax('listening\nplug 8 412000000\n')).toEqual([
+      { kind: 'plug', blocks: 8, ns: 412000000 },
+    ]);
+  });
+
   it('refuses a line it does not know', () => {
     expect(() => parseNotax('fault 2m 1 2 3')).toThrow(/unexpected output line 'fault 2m 1 2 3'/);
   });
 
-  it('turns lines into GiB/s, forks/s and the huge-page share', () => {
+  it('turns lines into GiB/s, forks/s, ms and the huge-page share', () => {
     expect(lineValue({ kind: 'fault', page: '4k', bytes: GiB, ns: 2e9, thpFaults: 0 })).toEqual({
       value: 0.5,
     });
@@ -47,6 +53,7 @@ describe('the notax guest program output', () => {
     expect(lineValue({ kind: 'fork', holdBytes: 1, forks: 50, ns: 0.25e9 })).toEqual({
       value: 200,
     });
+    expect(lineValue({ kind: 'plug', blocks: 8, ns: 412e6 })).toEqual({ value: 412 });
   });
 });
 
