@@ -15,6 +15,7 @@ import { type ReplaySummary, replay } from '../../lib/host/replay.js';
 import type { Trace } from '../../lib/host/trace/trace.js';
 import type { Logger } from '../../lib/log.js';
 import { GUEST_FUNCTION, GUEST_NATIVE_FUNCTION, GUEST_PACKAGE } from './initramfs.js';
+import { kernelWorkerCpuBetween, readKernelWorkerCpu } from './kernel-workers.js';
 import { REPLAY_MODES, type ReplayMode } from './replay-modes.js';
 import { blockStates, type Guest, vmstatSnapshot } from './testbed.js';
 import { MiB } from './vm.js';
@@ -41,6 +42,11 @@ export interface ModeRun {
    * shows where its memory went; absent from runs saved before it existed.
    */
   zonesSeen?: string[];
+  /**
+   * CPU time the guest's kernel workers spent over the run (kernel-workers.ts): virtio-mem's
+   * plugs and unplugs, stock's migrations among them. Absent from runs saved before it existed.
+   */
+  kernelWorkerCpuMs?: number;
   wallMs: number;
 }
 
@@ -172,6 +178,7 @@ export async function replayInGuest(
   const agent = await startAgent(g, mode);
   try {
     const moved = await vmstatSnapshot(g.guest);
+    const workers = await readKernelWorkerCpu(g.guest);
     const controller = new Controller(
       {
         hotplug: g.vm.virtioMem,
@@ -211,6 +218,7 @@ export async function replayInGuest(
       summary,
       metrics: controller.metrics,
       pagesMigrated: await moved('pgmigrate_success'),
+      kernelWorkerCpuMs: kernelWorkerCpuBetween(workers, await readKernelWorkerCpu(g.guest)),
       pluggedBeforeBytes,
       pluggedAfterBytes: await g.vm.virtioMem.size(),
       zonesSeen: [...zones].sort(),

@@ -65,6 +65,15 @@ export interface ModeFigures {
   meanPluggedMiB: number;
   meanUsedMiB: number;
   stranded: number;
+  /** Memory the run's scale-downs gave back to the host, GiB. */
+  givenBackGiB: number;
+  /**
+   * Guest CPU, s, of the kernel workers over the run (virtio-mem's work: unplugs, and stock's
+   * migrations in them), null for runs saved before it was read; and of HotMem's reclaims (the
+   * kernel's time in HOTMEM_IOC_RECLAIM, from their reports).
+   */
+  kernelWorkerCpuS: number | null;
+  reclaimCpuS: number;
 }
 
 /** The mean of a memory curve between two times. */
@@ -114,7 +123,19 @@ export function modeFigures(run: ModeRun): ModeFigures {
     meanPluggedMiB: meanOver(run, first, last, 'pluggedBytes') / MiB,
     meanUsedMiB: meanOver(run, first, last, 'usedBytes') / MiB,
     stranded: run.summary.strandedScaleDowns,
+    givenBackGiB: givesMemoryBack(run)
+      ? memoryBack(run).reduce((sum, b) => sum + b.bytes, 0) / 2 ** 30
+      : 0,
+    kernelWorkerCpuS: run.kernelWorkerCpuMs === undefined ? null : run.kernelWorkerCpuMs / 1000,
+    reclaimCpuS:
+      run.metrics.scaleDowns.reduce((sum, s) => sum + (s.reclaimKernelMs ?? 0), 0) / 1000,
   };
+}
+
+/** Guest CPU spent giving memory back, s per GiB given back; null when none was. */
+function cpuPerGiB(f: ModeFigures): number | null {
+  if (f.kernelWorkerCpuS === null || f.givenBackGiB === 0) return null;
+  return (f.kernelWorkerCpuS + f.reclaimCpuS) / f.givenBackGiB;
 }
 
 function ratioLine(name: string, a: number[], b: number[], statistic: (xs: number[]) => number) {
@@ -167,6 +188,23 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
     'Reclamation: per scale-down that gave memory back, its MiB over the time from the instance ' +
       "exit to the memory back with the host (the paper's reclamation throughput).",
   );
+  if (figures.some((f) => f.kernelWorkerCpuS !== null)) {
+    lines.push(
+      '',
+      '| mode | given back GiB | kernel workers CPU s | reclaims CPU s | CPU s per GiB given back |',
+      '| --- | ---: | ---: | ---: | ---: |',
+      ...figures.map(
+        (f) =>
+          `| ${modeLabel(f.mode)} | ${fixed(f.givenBackGiB, 2)} | ${fixed(f.kernelWorkerCpuS, 2)} | ` +
+          `${fixed(f.reclaimCpuS, 3)} | ${fixed(cpuPerGiB(f), 3)} |`,
+      ),
+      '',
+      "Guest CPU: the kernel workers' user + system time over the run (virtio-mem unplugs, and " +
+        'migrates, in them; 10 ms ticks; a worker that exited during the run is missed), which ' +
+        'also holds their other work: a mode that unplugs nothing (hotmem-kept) shows that part ' +
+        "alone. Reclaims: the guest kernel's time in HotMem's reclaims, from their reports.",
+    );
+  }
   if (figures.some((f) => f.lateUnplugs + f.strandedUnplugs > 0)) {
     lines.push(
       '',
@@ -204,6 +242,12 @@ export function replayReport(runs: ModeRun[]): ReplayReport {
       `- ${ratioLine(`unplug p50 ${baseline}/hotmem`, unplugs(stock), unplugs(hotmem), median)}`,
       `- ${ratioLine(`reclamation throughput p50 hotmem/${baseline}`, reclamationRates(hotmem), reclamationRates(stock), median)}`,
     );
+    const [cpuStock, cpuHotmem] = [cpuPerGiB(fs), cpuPerGiB(fh)];
+    if (cpuStock !== null && cpuHotmem !== null) {
+      lines.push(
+        `- guest CPU per GiB given back ${baseline}/hotmem: ${fixed(cpuStock / cpuHotmem, 2)}x (totals of the run, no interval)`,
+      );
+    }
     if (fs.strandedUnplugs > 0) {
       lines.push(
         `- ${baseline}: ${fs.strandedUnplugs} unplugs never done, not in its unplug figures`,

@@ -82,9 +82,14 @@ describe.skipIf(kernel.unavailable !== undefined)(
         // Keep-alive expired during the run, not only at the end.
         expect(run.metrics.scaleDowns.length).toBeGreaterThan(run.summary.coldStarts / 2);
         expect(run.pluggedAfterBytes).toBe(run.pluggedBeforeBytes);
+        // The guest's kernel workers were read before and after: they plugged and unplugged.
+        expect(run.kernelWorkerCpuMs).toBeGreaterThan(0);
         if (mode === 'hotmem') {
           expect(run.pagesMigrated).toBe(0);
           expect(run.summary.reclaimMs?.count).toBe(run.metrics.scaleDowns.length);
+          // Each reclaim's kernel time, from the report its partition-reclaimed event carried.
+          for (const scaleDown of run.metrics.scaleDowns)
+            expect(scaleDown.reclaimKernelMs).toBeGreaterThan(0);
         }
       });
     }

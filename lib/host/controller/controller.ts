@@ -15,7 +15,7 @@
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { AgentEvent } from '../../agent/agent.js';
+import type { AgentEvent, SerializedReclaimReport } from '../../agent/agent.js';
 import type { CreateInstanceRequest } from '../../agent/schemas.js';
 import type { SubscriberDropped } from '../../agent/server.js';
 import { silentLogger } from '../../log.js';
@@ -133,6 +133,12 @@ export interface ScaleDownRecord {
    * before the agent answered the stop).
    */
   reclaimMs: number | null;
+  /**
+   * The guest kernel's time in that reclaim (the reclaim report's durationNs, which the
+   * partition-reclaimed event carries); null in stock mode or while no event came. Absent from
+   * records saved before it existed.
+   */
+  reclaimKernelMs: number | null;
   /** Lowering the requested size until the VMM reported it reached. */
   unplugMs: number | null;
   /**
@@ -202,7 +208,7 @@ interface Pending {
 }
 
 interface ReclaimWaiter {
-  resolve: () => void;
+  resolve: (report: SerializedReclaimReport) => void;
   reject: (error: Error) => void;
 }
 
@@ -633,6 +639,7 @@ export class Controller {
       startedMs: this.#clock.now(),
       stopMs: null,
       reclaimMs: null,
+      reclaimKernelMs: null,
       unplugMs: null,
       unplugLate: false,
       completedMs: null,
@@ -663,11 +670,13 @@ export class Controller {
     }
     if (reclaimed) {
       const began = this.#clock.now();
-      const reclaimedAfter = () => {
+      const reclaimedAfter = (report: SerializedReclaimReport) => {
         record.reclaimMs = this.#clock.now() - began;
+        record.reclaimKernelMs = report.durationNs / 1e6;
       };
+      let report: SerializedReclaimReport;
       try {
-        await this.#bounded(
+        report = await this.#bounded(
           reclaimed,
           this.#config.reclaimTimeoutMs,
           `no partition-reclaimed event for partition ${instance.partition} of ${instance.id} in ${this.#config.reclaimTimeoutMs} ms`,
@@ -677,14 +686,14 @@ export class Controller {
         if (error instanceof WaitTimeoutError) {
           // A late event resumes it. Not tracked: close() must not wait for an event that may
           // never come.
-          void reclaimed.then(() => {
-            reclaimedAfter();
+          void reclaimed.then((late) => {
+            reclaimedAfter(late);
             return this.#release(instance, record, strand);
           }, strand);
         }
         return;
       }
-      reclaimedAfter();
+      reclaimedAfter(report);
     }
     await this.#release(instance, record, strand);
   }
@@ -786,7 +795,7 @@ export class Controller {
     );
   }
 
-  #waitForReclaim(partition: number): Promise<void> {
+  #waitForReclaim(partition: number): Promise<SerializedReclaimReport> {
     return new Promise((resolve, reject) => {
       this.#reclaimWaiters.set(partition, { resolve, reject });
     });
@@ -827,7 +836,7 @@ export class Controller {
     const waiter = this.#reclaimWaiters.get(event.partition);
     if (!waiter) return;
     this.#reclaimWaiters.delete(event.partition);
-    if (event.type === 'partition-reclaimed') waiter.resolve();
+    if (event.type === 'partition-reclaimed') waiter.resolve(event.report);
     else waiter.reject(new Error(`partition ${event.partition} reclaim failed: ${event.error}`));
   }
 

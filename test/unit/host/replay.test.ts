@@ -112,6 +112,7 @@ describe('summarize', () => {
         startedMs: 40,
         stopMs: 1,
         reclaimMs: null,
+        reclaimKernelMs: null,
         unplugMs: 2,
         unplugLate: false,
         completedMs: 43,

@@ -33,6 +33,7 @@ function run(mode: ModeRun['mode'], latencies: number[], unplugMs: number): Mode
         startedMs: 0,
         stopMs: 1,
         reclaimMs: mode === 'hotmem' ? 2 : null,
+        reclaimKernelMs: mode === 'hotmem' ? 1.5 : null,
         unplugMs,
         unplugLate: false,
         completedMs: 10,
@@ -192,5 +193,31 @@ describe('replay report', () => {
     );
     expect(report.memoryBackMs['stock (ZONE_NORMAL)']).toEqual([60_000]);
     expect(report.memory.some((m) => m.series === 'stock (ZONE_NORMAL) plugged')).toBe(true);
+  });
+
+  it('gives the guest CPU spent giving memory back, per GiB, and none for runs saved without it', () => {
+    const stock = run('stock', [1000], 400);
+    const hotmem = run('hotmem', [1000], 20);
+    const kept = run('hotmem-kept', [1000], 0);
+    // 128 MiB given back each: 1/8 GiB.
+    stock.kernelWorkerCpuMs = 500;
+    hotmem.kernelWorkerCpuMs = 110;
+    kept.kernelWorkerCpuMs = 90;
+    expect(modeFigures(hotmem)).toMatchObject({
+      givenBackGiB: 0.125,
+      kernelWorkerCpuS: 0.11,
+      reclaimCpuS: 0.0015,
+    });
+    const report = replayReport([stock, hotmem, kept]);
+    expect(report.markdown).toMatch(/^\| stock \| 0\.13 \| 0\.50 \| 0\.000 \| 4\.000 \|$/m);
+    expect(report.markdown).toMatch(/^\| HotMem \| 0\.13 \| 0\.11 \| 0\.002 \| 0\.892 \|$/m);
+    // Nothing given back: its workers' CPU is their other work, and no per-GiB figure.
+    expect(report.markdown).toMatch(
+      /^\| HotMem, memory kept \| 0\.00 \| 0\.09 \| 0\.000 \| – \|$/m,
+    );
+    expect(report.markdown).toContain('- guest CPU per GiB given back stock/hotmem: 4.48x');
+    // Runs saved before the workers' CPU was read: no table, no ratio.
+    const saved = replayReport([run('stock', [1000], 400), run('hotmem', [1000], 20)]);
+    expect(saved.markdown).not.toMatch(/kernel workers CPU|guest CPU per GiB/);
   });
 });
