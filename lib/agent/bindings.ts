@@ -25,6 +25,11 @@ const DEFAULT_RETAIN_SETTLED = 256;
  * ETIMEDOUT that the partition lost its memory meanwhile.
  */
 const BIND_WAIT_MS = 2_000;
+/**
+ * Partitions a binding tries: one whose memory virtio-mem took while it was populated but not yet
+ * bound (ETIMEDOUT) is given back and another one acquired, as often as this.
+ */
+const BIND_ATTEMPTS = 3;
 
 /** The kernel calls binding needs; production passes the addon's. */
 export interface ProcessBinder {
@@ -228,7 +233,10 @@ export class Bindings {
     return { name, pid: binding.pid, partition, reclaim: outcome.report };
   }
 
-  /** pidfd first (the process must exist), then the partition, the record, and the bind. */
+  /**
+   * pidfd first (the process must exist), then the partition, the record, and the bind; a
+   * partition that lost its memory before the bind took is given back and another one tried.
+   */
   private async attach(binding: Binding, binder: ProcessBinder): Promise<void> {
     let pidfd: number;
     try {
@@ -237,18 +245,26 @@ export class Bindings {
       throw processError(error, binding.pid);
     }
     try {
-      const lease = await this.options.agent.acquirePartition(binding.memoryBytes);
-      binding.partition = lease.partition;
-      // Recorded before the bind: an agent killed right after it still adopts the binding.
-      await this.writeRecord(binding);
-      try {
-        await binder.bind(pidfd, lease.partition, BIND_WAIT_MS);
-      } catch (error) {
-        binding.partition = null;
-        await this.removeRecord(binding.name);
-        // Acquired but never bound: the kernel will never report it released.
-        void this.options.agent.reclaimPartition(lease.partition);
-        throw bindError(error, binding.pid, lease.partition);
+      for (let attempt = 1; ; attempt++) {
+        const lease = await this.options.agent.acquirePartition(binding.memoryBytes);
+        binding.partition = lease.partition;
+        // Recorded before the bind: an agent killed right after it still adopts the binding.
+        await this.writeRecord(binding);
+        try {
+          await binder.bind(pidfd, lease.partition, BIND_WAIT_MS);
+          return;
+        } catch (error) {
+          binding.partition = null;
+          await this.removeRecord(binding.name);
+          // Acquired but never bound: the kernel will never report it released.
+          void this.options.agent.reclaimPartition(lease.partition);
+          if (!isErrnoError(error, 'ETIMEDOUT') || attempt === BIND_ATTEMPTS)
+            throw bindError(error, binding.pid, lease.partition);
+          this.logger.warn(
+            { binding: binding.name, partition: lease.partition, attempt },
+            'partition lost its memory before the bind took; acquiring another',
+          );
+        }
       }
     } finally {
       binder.closeFd(pidfd);
@@ -383,7 +399,7 @@ function bindError(error: unknown, pid: number, partition: number): unknown {
   if (isErrnoError(error, 'ETIMEDOUT')) {
     return new AgentError(
       'HOTMEM_NO_PARTITION',
-      `partition ${partition} did not take the bind of process ${pid} within ${BIND_WAIT_MS} ms: it was reclaimed, unplugged or offlined meanwhile`,
+      `partition ${partition} did not take the bind of process ${pid} within ${BIND_WAIT_MS} ms: it was reclaimed, unplugged or offlined meanwhile, as were the ${BIND_ATTEMPTS - 1} acquired before it`,
       { cause: error },
     );
   }

@@ -165,7 +165,7 @@ it('gives back the partition when the bind fails, and names a process bound alre
   expect(await client.bindings()).toEqual([]);
 });
 
-it('gives back a partition that lost its memory while the bind waited for it', async () => {
+it('gives back each partition that lost its memory while the bind waited, and stops after three', async () => {
   const { fake, binder, client } = await start();
   const waits: number[] = [];
   binder.bind = async (_pidfd, _partition, waitMs) => {
@@ -181,14 +181,43 @@ it('gives back a partition that lost its memory while the bind waited for it', a
   const error = await rejection(
     client.createBinding({ name: 'ctr-1', pid, memoryBytes: 64 * MiB }),
   );
-  expect(waits).toEqual([2_000]);
+  expect(waits).toEqual([2_000, 2_000, 2_000]);
   expect(error).toMatchObject({ status: 503, code: 'HOTMEM_NO_PARTITION' });
   expect(error.message).toMatch(
-    /^partition 0 did not take the bind of process \d+ within 2000 ms: it was reclaimed, unplugged or offlined meanwhile$/,
+    /^partition \d did not take the bind of process \d+ within 2000 ms: it was reclaimed, unplugged or offlined meanwhile, as were the 2 acquired before it$/,
   );
-  await expect.poll(() => fake.calls).toContain('reclaim 0');
+  const reclaims = () => fake.calls.filter((call) => call.startsWith('reclaim '));
+  await expect.poll(() => reclaims().length).toBe(3);
+  expect(fake.calls.filter((call) => call.startsWith('acquire '))).toHaveLength(3);
   expect(binder.open.size).toBe(0);
   expect(await client.bindings()).toEqual([]);
+});
+
+it('binds to another partition when the first lost its memory before the bind took', async () => {
+  const { fake, binder, client } = await start();
+  const live = binder.bind;
+  const tried: number[] = [];
+  binder.bind = async (pidfd, partition, waitMs) => {
+    tried.push(partition);
+    if (tried.length === 1) {
+      // virtio-mem took the populated partition's memory: the kernel's wait ran out.
+      throw Object.assign(new Error('HOTMEM_IOC_BIND: ETIMEDOUT'), {
+        code: 'ETIMEDOUT',
+        errno: -110,
+        syscall: 'ioctl',
+      });
+    }
+    return live(pidfd, partition, waitMs);
+  };
+  const { pid } = sleeper();
+  const binding = await client.createBinding({ name: 'ctr-1', pid, memoryBytes: 64 * MiB });
+  // The first partition is given back; the second acquire may populate the same one again.
+  await expect.poll(() => fake.calls).toContain('reclaim 0');
+  expect(tried).toHaveLength(2);
+  expect(fake.calls.filter((call) => call.startsWith('acquire '))).toHaveLength(2);
+  expect(binding).toMatchObject({ name: 'ctr-1', pid, partition: tried[1], state: 'bound' });
+  expect(binder.open.size).toBe(0);
+  expect(await client.bindings()).toMatchObject([{ name: 'ctr-1', partition: tried[1] }]);
 });
 
 it('answers HOTMEM_UNAVAILABLE without HotMem, and 404 to a release', async () => {
