@@ -10,10 +10,10 @@ export type Kernel = 'stock' | 'patched';
 
 /**
  * What is measured. fault-*: anonymous fault throughput (GiB/s); fork: fork+exit rate (/s);
- * plug: 1 GiB plugged and online (ms), timed by the host from its request; plug-guest: the same plug
- * timed by the guest, from the first block added to the last online (ms). The partition-* metrics are the patched kernel's only,
- * measured with a partition plugged: the same faults by an unbound process and by one bound to
- * the partition.
+ * plug: 1 GiB plugged and online (ms), timed by the host from its request; plug-guest: the same
+ * plug timed by the guest, from the first block added to the last online (ms). The partition-*
+ * metrics are the patched kernel's only, measured with a partition plugged: the same faults by an
+ * unbound process and by one bound to the partition.
  */
 export const METRICS = [
   'fault-4k',
