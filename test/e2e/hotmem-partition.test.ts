@@ -44,6 +44,14 @@ const SHARED_PAGE_CHECKS = [
   "KSM never maps a partition's page into an unbound process",
   'HOTMEM_EVENT_RELEASED after a bound process exited, its twins merged by KSM',
 ];
+const ZRAM_SWAP = 128 * MiB;
+// zram reads synchronously: a fault on an entry only its mm holds reads it into a new page of
+// that mm, skipping the swap cache, so a bound process's own pages come back into its
+// partition; entries it shares with an unbound process still go through the swap cache.
+const ZRAM_SWAP_CHECKS = [
+  "swap-in from zram brings a bound process's own pages back into its partition",
+  'swap-in from zram keeps pages shared with an unbound process out of its partition',
+];
 
 /** The kselftest checks among `checks` that did not pass (`ok N <check>`). */
 function notPassed(stdout: string, checks: string[]): string[] {
@@ -353,6 +361,25 @@ for (const kernel of hotMemKernels()) {
         console.log(r.stdout);
         expect(r.stdout).toMatch(/^# swap: [1-9]\d* of \d+ worker pages share/m);
         expect(notPassed(r.stdout, SHARED_PAGE_CHECKS)).toEqual([]);
+        expect(r.stdout).toMatch(/^# Totals: pass:[1-9]\d* fail:0 /m);
+        expect(r.code).toBe(0);
+      });
+
+      it('passes the HotMem kselftest again with swap on zram', async () => {
+        // The first run leaves its blocks in free partitions: virtio-mem takes them back, and
+        // plugs fresh offline ones for this run.
+        await g.vm.virtioMem.resize(0, { timeoutMs: 120_000 });
+        await g.vm.virtioMem.resize(PLUG, { timeoutMs: 60_000 });
+        await offlineBlocks(g, PLUG / BLOCK);
+        await g.guest.check([
+          '/bin/sh',
+          '-c',
+          `swapoff /dev/vda && echo ${ZRAM_SWAP} > /sys/block/zram0/disksize && mkswap /dev/zram0 && swapon /dev/zram0`,
+        ]);
+        const r = await g.guest.run([GUEST_SELFTEST], { timeoutMs: 600_000 });
+        console.log(r.stdout);
+        expect(r.stdout).toMatch(/^# swap on zram: the worker's faults read [1-9]\d* pages/m);
+        expect(notPassed(r.stdout, ZRAM_SWAP_CHECKS)).toEqual([]);
         expect(r.stdout).toMatch(/^# Totals: pass:[1-9]\d* fail:0 /m);
         expect(r.code).toBe(0);
       });
