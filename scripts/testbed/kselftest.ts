@@ -90,7 +90,9 @@ const KHUGEPAGED_COLOURS: Record<string, Outcome> = { '32': 'pass', '31': 'fail'
 /**
  * mm/khugepaged: "Run test: <test> (<context>:<memory>)" and then one line per check, the
  * check's words followed by OK (green), Fail... (red) or Skip (yellow). The id is the test,
- * the check's words and their occurrence within the test.
+ * the check's words and their occurrence within the test. Saving and restoring the THP
+ * settings are the program's, not a test's: restoring comes after the last test that ran,
+ * which depends on how far the program got.
  */
 export function parseKhugepaged(program: string, stdout: string): SubtestResult[] {
   const results: SubtestResult[] = [];
@@ -103,7 +105,8 @@ export function parseKhugepaged(program: string, stdout: string): SubtestResult[
     const check = /^(.*?)\s*\x1b\[(3[123])m(.*?)\x1b\[0m\s*$/.exec(line);
     if (!check) continue;
     const [, words = '', colour = '', message] = check;
-    const name = `${test}${words.replace(/[.\s]+$/, '')}`;
+    const own = /^(Save|Restore) THP and khugepaged settings\b/.test(words);
+    const name = `${own ? '' : test}${words.replace(/[.\s]+$/, '')}`;
     const occurrence = (seen.get(name) ?? 0) + 1;
     seen.set(name, occurrence);
     results.push({
